@@ -1,0 +1,47 @@
+# Two entry points: `make run` (the whole DAG on the offline default) and `make test`.
+# Both create .venv and install what they need; re-running skips finished steps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST_LOCAL := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+FMNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CORES ?= all
+
+.PHONY: run test lint format data clean
+
+run: $(STAMP) data
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) $(ARGS)
+
+test: $(STAMP) data
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile rules
+
+# torch/torchvision pinned to the pair that imports together here (see README).
+$(STAMP): pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST: the download rule prefers the official URL; install Debian's copy when the
+# local copy is missing and the URL is unreachable.
+data:
+	@if [ ! -f $(FMNIST_LOCAL) ] && ! curl -sfI -m 10 -o /dev/null $(FMNIST_URL); then \
+	  echo "Fashion-MNIST unreachable: installing Debian's dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+clean:
+	rm -rf results/*/ results/tables results/plots .snakemake

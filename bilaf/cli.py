@@ -1,0 +1,228 @@
+"""``bilaf`` command line: one thin subcommand per pipeline stage (what the Snakemake rules call).
+
+Heavy imports (torch, timm, zarr) happen inside each subcommand, so a light stage starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bilaf.io import read_json, write_json
+
+# Method-specific options of `bilaf select`: (flag, type, help). Defaults live in the functions.
+SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
+    "activeft": [
+        ("--iters", int, "optimisation steps (SPEC §2: 300; ImageNet 100)"),
+        ("--lr", float, "Adam learning rate (1e-3)"),
+        ("--temperature", float, "softmax temperature tau (0.07)"),
+        ("--balance", float, "lambda, weight of the diversity term (1.0)"),
+        ("--batch-size", int, "rows per iteration; default all rows (ImageNet: 100000)"),
+        ("--init-ids", Path, "JSON list of K initial centroid sample ids"),
+    ],
+    "bilaf": [
+        ("--cores", Path, "JSON list of core sample ids, in order; else ActiveFT picks them"),
+        ("--n-cores", int, "number of ActiveFT cores when --cores is absent"),
+        ("--mode", str, "'paper' (default: the paper's text) or 'reference' (official code)"),
+        ("--k", int, "neighbours in the density score (10)"),
+        ("--p-in", float, "denoising growth step, fraction of the cluster (0.1)"),
+        ("--p-rm", float, "fraction of each cluster removed as noise (0.1; ImageNet 0.2)"),
+        ("--delta", float, "opponent penalty factor (1.1)"),
+        ("--normalize", bool, "L2-normalise features first (the paper's text)"),
+    ],
+}
+JSON_LIST_OPTIONS = {"cores", "init_ids"}
+
+
+def _add_select(sub: argparse._SubParsersAction) -> None:
+    from bilaf.selection import REGISTRY
+
+    select = sub.add_parser("select", help="select a budget of pool samples with one method")
+    methods = select.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name in sorted(REGISTRY):
+        doc = (REGISTRY[name].__doc__ or "").strip().splitlines()
+        p = methods.add_parser(name, help=doc[0] if doc else name)
+        p.add_argument("--features", required=True, help=".npy file or zarr store (n, d)")
+        p.add_argument("--budget", type=int, required=True, help="number of samples to pick")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", type=Path, required=True, help="JSON list of indices to write")
+        p.add_argument("--device", default=None, help="torch device; default cuda if available")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        for flag, kind, text in SELECT_OPTIONS.get(name, []):
+            if kind is bool:
+                p.add_argument(flag, action="store_true", default=None, help=text)
+            else:
+                p.add_argument(flag, type=kind, default=None, help=text)
+        p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other method option (value parsed as JSON, else a string)")
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from bilaf.selection import select
+
+    fixed = {"features", "budget", "seed", "out", "device", "threads", "option", "method",
+             "command", "func"}
+    options = {k: v for k, v in vars(args).items() if k not in fixed and v is not None}
+    for key in JSON_LIST_OPTIONS & options.keys():
+        options[key] = read_json(options[key])
+    for item in args.option:
+        key, _, value = item.partition("=")
+        options[key.replace("-", "_")] = _option_value(value)
+    if args.device and args.method != "random":
+        options["device"] = args.device
+    _set_threads(args.threads)
+    picked = select(args.method, args.features, args.budget, args.seed, **options)
+    write_json(args.out, [int(i) for i in picked])
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from bilaf.data import FASHION_MNIST_FILES, fetch_files
+
+    fetch_files(FASHION_MNIST_FILES, args.out, args.url, args.local_dir, args.timeout)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from bilaf.data import load_fashion_mnist, subset_indices
+    from bilaf.features import Preprocess, build_backbone, extract_to_zarr
+
+    _set_threads(args.threads)
+    images, labels = load_fashion_mnist(args.raw, args.split)
+    rows = subset_indices(images.shape[0], args.subset_size, args.subset_seed)
+    prep = Preprocess(args.image_size, interpolation=args.interpolation)
+    attrs = {
+        "dataset": args.dataset, "split": args.split, "backbone": args.backbone,
+        "weights": args.weights, "subset_size": args.subset_size, "subset_seed": args.subset_seed,
+    }
+    extract_to_zarr(args.out, images[rows], labels[rows], rows,
+                    build_backbone(args.backbone, args.weights), prep, attrs,
+                    args.batch_size, args.chunk_rows, args.device)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from bilaf.features import open_features
+    from bilaf.finetune import labeled_subset, save_head, train_linear_probe
+
+    _set_threads(args.threads)
+    features, labels = open_features(args.features)
+    x, y = labeled_subset(features, labels, np.asarray(read_json(args.selection)))
+    n_classes = int(labels.max()) + 1
+    head = train_linear_probe(x, y, n_classes, args.c, args.max_iter)
+    head["labeled_histogram"] = np.bincount(y, minlength=n_classes)
+    save_head(args.out, head)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from bilaf.evaluate import classification_metrics
+    from bilaf.features import open_features
+    from bilaf.finetune import load_head, predict_logits
+
+    head = load_head(args.head)
+    features, labels = open_features(args.features)
+    metrics = classification_metrics(predict_logits(head, features[:]), labels)
+    histogram = head["labeled_histogram"]
+    run = dict(item.split("=", 1) for item in args.run)
+    write_json(args.out, {
+        **run, "budget": int(run["budget"]), "seed": int(run["seed"]), **metrics,
+        "finetune_mode": "linear", "n_labeled": int(histogram.sum()),
+        "labeled_class_histogram": [int(c) for c in histogram],
+        "classes_missing_from_labeled": [int(c) for c in np.flatnonzero(histogram == 0)],
+    })
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from bilaf.report import write_report
+
+    write_report(args.metrics, args.csv, args.md, args.plot, args.method_order, args.title)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bilaf", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="fetch and verify Fashion-MNIST (URL, else local copy)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--url", action="append", default=[], help="base URL to try (repeatable)")
+    p.add_argument("--local-dir", default=None, help="folder with the packaged .gz files")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("extract", help="backbone features of one split into a zarr store")
+    p.add_argument("--raw", type=Path, required=True, help="folder of the downloaded files")
+    p.add_argument("--dataset", required=True, help="dataset name recorded in the attrs")
+    p.add_argument("--split", choices=["train", "test"], required=True)
+    p.add_argument("--subset-size", type=int, default=None, help="seeded subset; default all")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--backbone", required=True, help="timm model name")
+    p.add_argument("--weights", default=None, help="'efficientnet_lite0_package' or a path")
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--interpolation", default="bilinear")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--chunk-rows", type=int, default=2048)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_extract)
+
+    _add_select(sub)
+
+    p = sub.add_parser("finetune", help="train a linear head on the selected samples' features")
+    p.add_argument("--features", type=Path, required=True, help="pool feature store")
+    p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
+    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength, as scikit-learn")
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 of a head on the test feature store")
+    p.add_argument("--head", type=Path, required=True)
+    p.add_argument("--features", type=Path, required=True, help="test feature store")
+    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="run keys recorded in the metrics (dataset, method, budget, seed)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="summary table (CSV, Markdown) and accuracy plot")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--csv", type=Path, required=True)
+    p.add_argument("--md", type=Path, required=True)
+    p.add_argument("--plot", type=Path, required=True)
+    p.add_argument("--method-order", nargs="*", default=None)
+    p.add_argument("--title", default="")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as err:  # every bilaf error class is a ValueError: message, no traceback
+        print(f"bilaf {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

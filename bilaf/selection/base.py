@@ -1,0 +1,130 @@
+"""One interface for every selection method: features, budget, seed -> int64 pool indices.
+
+A method is a plain function ``fn(features, budget, seed, **options) -> np.ndarray`` registered
+under a name with :func:`register`. :func:`select` is the only entry point callers use: it checks
+the input once (shape, finiteness, budget) and the output once (length, range, uniqueness), so
+every method is held to the same contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FeatureSource = Any  # np.ndarray, zarr.Array, or a path to a .npy file / zarr store
+Method = Callable[..., np.ndarray]
+
+REGISTRY: dict[str, Method] = {}
+# Per method: given the options, may it return a sample twice? (Only the official code's quirks do.)
+ALLOWS_DUPLICATES: dict[str, Callable[[dict[str, Any]], bool]] = {}
+
+ROW_CHUNK = 65_536
+
+
+class SelectionError(ValueError):
+    """Bad input to a selection method: the message names the value and the fix."""
+
+
+def register(
+    name: str, *, allows_duplicates: Callable[[dict[str, Any]], bool] | None = None
+) -> Callable[[Method], Method]:
+    """Register ``fn`` as selection method ``name``.
+
+    ``allows_duplicates(options)`` says when the method may return a sample twice (e.g. BiLAF's
+    reference mode, which reproduces the official code's duplicate picks).
+    """
+
+    def wrap(fn: Method) -> Method:
+        if name in REGISTRY:
+            raise RuntimeError(f"selection method {name!r} registered twice")
+        REGISTRY[name] = fn
+        if allows_duplicates is not None:
+            ALLOWS_DUPLICATES[name] = allows_duplicates
+        return fn
+
+    return wrap
+
+
+def load_features(source: FeatureSource) -> Any:
+    """Open features without copying them: an array stays, a .npy is memory-mapped, zarr is lazy."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise SelectionError(f"features file {path} does not exist")
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r")
+        import zarr
+
+        store = zarr.open(str(path), mode="r")
+        return store["features"] if isinstance(store, zarr.Group) else store
+    return source
+
+
+def iter_row_chunks(features: Any, chunk: int = ROW_CHUNK):
+    """Yield ``(start, block)`` float32 row blocks, so no caller holds more than one chunk."""
+    for start in range(0, features.shape[0], chunk):
+        yield start, np.asarray(features[start : start + chunk], dtype=np.float32)
+
+
+def check_features(features: Any) -> None:
+    """Raise SelectionError unless ``features`` is a non-empty, finite 2-D array."""
+    if len(features.shape) != 2:
+        raise SelectionError(f"features must be 2-D (n, d), got shape {tuple(features.shape)}")
+    n, d = features.shape
+    if n == 0 or d == 0:
+        raise SelectionError(f"features are empty (shape {n}x{d}): nothing to select from")
+    for start, block in iter_row_chunks(features):
+        bad = ~np.isfinite(block)
+        if bad.any():
+            row = start + int(np.argwhere(bad)[0][0])
+            raise SelectionError(f"features row {row} is not finite (NaN or inf): fix extraction")
+
+
+def check_budget(budget: int, n: int) -> None:
+    """Raise SelectionError unless 1 <= budget <= n."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise SelectionError(f"budget must be an integer, got {budget!r}")
+    if budget < 1:
+        raise SelectionError(f"budget {budget} must be at least 1")
+    if budget > n:
+        raise SelectionError(f"budget {budget} exceeds the pool size {n}: lower the budget")
+
+
+def check_ids(ids: Any, n: int, what: str) -> np.ndarray:
+    """Validate user-given sample ids (cores, init ids): integers in [0, n), no repeats."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.size == 0:
+        raise SelectionError(f"{what} must be a non-empty list of sample indices")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise SelectionError(f"{what} must be integers, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= n:
+        bad = arr[(arr < 0) | (arr >= n)][0]
+        raise SelectionError(f"{what} contains index {bad}, outside the pool [0, {n})")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise SelectionError(f"{what} contains index {uniq[counts > 1][0]} more than once")
+    return arr.astype(np.int64)
+
+
+def select(
+    method: str, features: FeatureSource, budget: int, seed: int = 0, **options: Any
+) -> np.ndarray:
+    """Select ``budget`` pool indices with ``method``; checks the contract on both sides."""
+    if method not in REGISTRY:
+        raise SelectionError(f"unknown selection method {method!r}; known: {sorted(REGISTRY)}")
+    feats = load_features(features)
+    check_features(feats)
+    n = feats.shape[0]
+    check_budget(budget, n)
+    picked = np.asarray(REGISTRY[method](feats, int(budget), int(seed), **options), dtype=np.int64)
+    if picked.ndim != 1 or picked.size != budget:
+        raise RuntimeError(f"{method} returned {picked.size} indices for budget {budget}")
+    if picked.size and (picked.min() < 0 or picked.max() >= n):
+        raise RuntimeError(f"{method} returned an index outside [0, {n})")
+    may_repeat = ALLOWS_DUPLICATES.get(method, lambda _: False)(options)
+    if not may_repeat and np.unique(picked).size != picked.size:
+        raise RuntimeError(f"{method} returned a sample twice")
+    return picked

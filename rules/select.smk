@@ -1,0 +1,65 @@
+rule core:
+    """ActiveFT (SPEC §2): K cores; also the `activeft` method's selection at budget K."""
+    input:
+        features=features_path("pool"),
+    output:
+        cores_path("{k}", "{seed}"),
+    params:
+        iters=config["activeft"]["iters"],
+        lr=config["activeft"]["lr"],
+        temperature=config["activeft"]["temperature"],
+        balance=config["activeft"]["balance"],
+    threads: 2
+    log:
+        log_path("core/K{k}_s{seed}"),
+    shell:
+        "bilaf select activeft --features {input.features} --budget {wildcards.k} "
+        "--seed {wildcards.seed} --iters {params.iters} --lr {params.lr} "
+        "--temperature {params.temperature} --balance {params.balance} "
+        "--threads {threads} --out {output} 2> {log}"
+
+
+rule boundary:
+    """BiLAF boundary selection (SPEC §3) from the seed's ActiveFT cores up to the budget."""
+    input:
+        features=features_path("pool"),
+        cores=cores_path(CORES, "{seed}"),
+    output:
+        f"{RESULTS}/selection/{{method}}/B{{budget}}_s{{seed}}.json",
+    wildcard_constraints:
+        method="|".join(BOUNDARY_METHODS),
+    params:
+        mode=lambda w: PIPELINE_METHODS[w.method][1]["mode"],
+        k=config["bilaf"]["k"],
+        p_in=config["bilaf"]["p_in"],
+        p_rm=config["bilaf"]["p_rm"],
+        delta=config["bilaf"]["delta"],
+        normalize="--normalize" if config["bilaf"]["normalize"] else "",
+    threads: 1
+    log:
+        log_path("boundary/{method}/B{budget}_s{seed}"),
+    shell:
+        "bilaf select bilaf --features {input.features} --cores {input.cores} "
+        "--budget {wildcards.budget} --seed {wildcards.seed} --mode {params.mode} "
+        "--k {params.k} --p-in {params.p_in} --p-rm {params.p_rm} --delta {params.delta} "
+        "{params.normalize} --threads {threads} --out {output} 2> {log}"
+
+
+rule baseline:
+    """A baseline selection method (SPEC §4) straight from the pool features."""
+    input:
+        features=features_path("pool"),
+    output:
+        f"{RESULTS}/selection/{{method}}/B{{budget}}_s{{seed}}.json",
+    wildcard_constraints:
+        method="|".join(
+            m for m in PIPELINE_METHODS if m not in BOUNDARY_METHODS and m != "activeft"
+        ),
+    params:
+        method=lambda w: PIPELINE_METHODS[w.method][0],
+    threads: 1
+    log:
+        log_path("baseline/{method}/B{budget}_s{seed}"),
+    shell:
+        "bilaf select {params.method} --features {input.features} --budget {wildcards.budget} "
+        "--seed {wildcards.seed} --threads {threads} --out {output} 2> {log}"

@@ -1,0 +1,82 @@
+"""The contract every selection method must pass: subclass SelectionContract in tests/selection.
+
+Set ``method`` (the registry name) and ``options`` (keyword options for a small, fast run).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from bilaf.selection import SelectionError, select
+
+
+def blobs(n: int = 400, d: int = 16, centres: int = 8, seed: int = 0) -> np.ndarray:
+    """Gaussian blobs: clustered, raw-scale float32 features like a backbone's."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 4, size=(centres, d))
+    labels = rng.integers(0, centres, size=n)
+    return (means[labels] + rng.normal(0, 1, size=(n, d))).astype(np.float32)
+
+
+class SelectionContract:
+    method: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+    budget: ClassVar[int] = 40
+
+    def run(self, features: Any, budget: int | None = None, seed: int = 0) -> np.ndarray:
+        return select(self.method, features, self.budget if budget is None else budget, seed, **self.options)
+
+    def test_exact_budget_unique_in_range(self):
+        feats = blobs()
+        picked = self.run(feats)
+        assert picked.dtype == np.int64
+        assert picked.shape == (self.budget,)
+        assert np.unique(picked).size == self.budget
+        assert picked.min() >= 0 and picked.max() < feats.shape[0]
+
+    def test_deterministic_for_a_seed(self):
+        feats = blobs()
+        np.testing.assert_array_equal(self.run(feats, seed=3), self.run(feats, seed=3))
+
+    def test_same_result_from_npy_and_zarr(self, tmp_path):
+        import zarr
+
+        feats = blobs()
+        np.save(tmp_path / "f.npy", feats)
+        group = zarr.open_group(str(tmp_path / "f.zarr"), mode="w")
+        group.create_array("features", data=feats, chunks=(128, feats.shape[1]))
+        expected = self.run(feats)
+        np.testing.assert_array_equal(self.run(str(tmp_path / "f.npy")), expected)
+        np.testing.assert_array_equal(self.run(str(tmp_path / "f.zarr")), expected)
+
+    def test_budget_equal_to_pool(self):
+        feats = blobs(n=self.budget)
+        assert np.unique(self.run(feats, budget=self.budget)).size == self.budget
+
+    @pytest.mark.parametrize("bad", [np.nan, np.inf])
+    def test_non_finite_features_rejected(self, bad):
+        feats = blobs()
+        feats[17, 3] = bad
+        with pytest.raises(SelectionError, match="row 17"):
+            self.run(feats)
+
+    def test_budget_over_pool_rejected(self):
+        with pytest.raises(SelectionError, match="exceeds the pool"):
+            self.run(blobs(n=30), budget=31)
+
+    @pytest.mark.parametrize("budget", [0, -5])
+    def test_non_positive_budget_rejected(self, budget):
+        with pytest.raises(SelectionError, match="at least 1"):
+            self.run(blobs(), budget=budget)
+
+    @pytest.mark.parametrize("shape", [(0, 8), (10, 0)])
+    def test_empty_features_rejected(self, shape):
+        with pytest.raises(SelectionError, match="empty"):
+            self.run(np.zeros(shape, dtype=np.float32))
+
+    def test_one_dimensional_features_rejected(self):
+        with pytest.raises(SelectionError, match="2-D"):
+            self.run(np.zeros(50, dtype=np.float32))

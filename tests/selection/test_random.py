@@ -1,0 +1,13 @@
+import numpy as np
+
+from tests.selection.contract import SelectionContract, blobs
+from bilaf.selection import select
+
+
+class TestRandom(SelectionContract):
+    method = "random"
+
+
+def test_random_differs_across_seeds():
+    feats = blobs()
+    assert not np.array_equal(select("random", feats, 40, 0), select("random", feats, 40, 1))

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from bilaf.evaluate import classification_metrics
+from bilaf.finetune import (
+    FinetuneError,
+    labeled_subset,
+    load_head,
+    predict_logits,
+    save_head,
+    train_linear_probe,
+)
+
+
+def separable(n=600, d=20, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.normal(0, 1, (n, d)) + 6.0 * np.eye(classes, d)[y]
+    return x.astype(np.float32), y
+
+
+def test_linear_probe_separates_separable_classes():
+    x, y = separable()
+    head = train_linear_probe(x[:200], y[:200], 4)
+    acc = (predict_logits(head, x[200:]).argmax(1) == y[200:]).mean()
+    assert acc > 0.97
+
+
+def test_linear_probe_matches_the_l2_logistic_regression_optimum():
+    """At the optimum the gradient of mean CE + ||W||²/(2Cm) vanishes (checked independently)."""
+    x, y = separable(n=120, d=6, classes=3)
+    c = 0.5
+    head = train_linear_probe(x, y, 3, c=c, max_iter=500)
+    z = (x - head["mean"]) / head["scale"]
+    logits = z @ head["weight"].T + head["bias"]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    residual = p - np.eye(3)[y]
+    grad_w = residual.T @ z / len(y) + head["weight"] / (c * len(y))
+    assert np.abs(grad_w).max() < 1e-3
+    assert np.abs(residual.mean(0)).max() < 1e-3
+
+
+def test_only_selected_labels_reach_training():
+    x, y = separable()
+    sel = np.array([5, 1, 400, 77])
+    xs, ys = labeled_subset(x, y, sel)
+    flipped = y.copy()
+    flipped[np.setdiff1d(np.arange(len(y)), sel)] = 0
+    xs2, ys2 = labeled_subset(x, flipped, sel)
+    np.testing.assert_array_equal(ys, ys2)
+    np.testing.assert_array_equal(xs, x[sel])
+    a = train_linear_probe(xs, ys, 4)
+    b = train_linear_probe(xs2, ys2, 4)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize(("sel", "match"), [([], "empty"), ([3, 600], "index 600 is outside")])
+def test_bad_selection_is_rejected(sel, match):
+    x, y = separable()
+    with pytest.raises(FinetuneError, match=match):
+        labeled_subset(x, y, np.array(sel, dtype=np.int64))
+
+
+def test_head_round_trip(tmp_path):
+    x, y = separable(n=50)
+    head = train_linear_probe(x, y, 4)
+    save_head(tmp_path / "h.npz", head)
+    loaded = load_head(tmp_path / "h.npz")
+    np.testing.assert_array_equal(predict_logits(loaded, x), predict_logits(head, x))
+
+
+def test_metrics_against_hand_counts():
+    logits = np.array([[9, 1, 0, 0, 0, 0, 0], [0, 9, 8, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]], float)
+    m = classification_metrics(logits, np.array([0, 2, 0]))
+    assert m["top1"] == pytest.approx(100 / 3)
+    assert m["top5"] == pytest.approx(200 / 3)  # sample 3's label 0 ranks last
+    assert m["per_class_top1"] == {"0": 50.0, "2": 0.0}
