@@ -56,8 +56,13 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
                 p.add_argument(flag, action="store_true", default=None, help=text)
             else:
                 p.add_argument(flag, type=kind, default=None, help=text)
-        p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other method option (value parsed as JSON, else a string)")
+        p.add_argument(
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="any other method option (value parsed as JSON, else a string)",
+        )
 
 
 def _option_value(text: str) -> Any:
@@ -70,8 +75,18 @@ def _option_value(text: str) -> Any:
 def cmd_select(args: argparse.Namespace) -> None:
     from bilaf.selection import select
 
-    fixed = {"features", "budget", "seed", "out", "device", "threads", "option", "method",
-             "command", "func"}
+    fixed = {
+        "features",
+        "budget",
+        "seed",
+        "out",
+        "device",
+        "threads",
+        "option",
+        "method",
+        "command",
+        "func",
+    }
     options = {k: v for k, v in vars(args).items() if k not in fixed and v is not None}
     for key in JSON_LIST_OPTIONS & options.keys():
         options[key] = read_json(options[key])
@@ -100,12 +115,25 @@ def cmd_extract(args: argparse.Namespace) -> None:
     rows = subset_indices(images.shape[0], args.subset_size, args.subset_seed)
     prep = Preprocess(args.image_size, interpolation=args.interpolation)
     attrs = {
-        "dataset": args.dataset, "split": args.split, "backbone": args.backbone,
-        "weights": args.weights, "subset_size": args.subset_size, "subset_seed": args.subset_seed,
+        "dataset": args.dataset,
+        "split": args.split,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "subset_size": args.subset_size,
+        "subset_seed": args.subset_seed,
     }
-    extract_to_zarr(args.out, images[rows], labels[rows], rows,
-                    build_backbone(args.backbone, args.weights), prep, attrs,
-                    args.batch_size, args.chunk_rows, args.device)
+    extract_to_zarr(
+        args.out,
+        images[rows],
+        labels[rows],
+        rows,
+        build_backbone(args.backbone, args.weights),
+        prep,
+        attrs,
+        args.batch_size,
+        args.chunk_rows,
+        args.device,
+    )
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -135,12 +163,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = classification_metrics(predict_logits(head, features[:]), labels)
     histogram = head["labeled_histogram"]
     run = dict(item.split("=", 1) for item in args.run)
-    write_json(args.out, {
-        **run, "budget": int(run["budget"]), "seed": int(run["seed"]), **metrics,
-        "finetune_mode": "linear", "n_labeled": int(histogram.sum()),
-        "labeled_class_histogram": [int(c) for c in histogram],
-        "classes_missing_from_labeled": [int(c) for c in np.flatnonzero(histogram == 0)],
-    })
+    write_json(
+        args.out,
+        {
+            **run,
+            "budget": int(run["budget"]),
+            "seed": int(run["seed"]),
+            **metrics,
+            "finetune_mode": "linear",
+            "n_labeled": int(histogram.sum()),
+            "labeled_class_histogram": [int(c) for c in histogram],
+            "classes_missing_from_labeled": [int(c) for c in np.flatnonzero(histogram == 0)],
+        },
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -198,8 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="top-1/top-5 of a head on the test feature store")
     p.add_argument("--head", type=Path, required=True)
     p.add_argument("--features", type=Path, required=True, help="test feature store")
-    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="run keys recorded in the metrics (dataset, method, budget, seed)")
+    p.add_argument(
+        "--run",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run keys recorded in the metrics (dataset, method, budget, seed)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_evaluate)
 

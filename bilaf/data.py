@@ -119,7 +119,7 @@ def _read_local(raw: RawFile, local_dir: str | Path | None, base_urls) -> bytes:
                 return gzip.decompress(blob) if candidate.suffix == ".gz" else blob
     raise DataError(
         f"{raw.name}: not reachable at {tried} and not found in the local copy "
-        f"{local_dir}; connect to the internet or install it (apt-get install dataset-fashion-mnist)"
+        f"{local_dir}; go online or run: apt-get install dataset-fashion-mnist"
     )
 
 

@@ -131,11 +131,16 @@ def extract_to_zarr(
         probe = embed(images[:1], model, prep, device)
         group = zarr.open_group(str(partial), mode="w")
         group.attrs.update(run_attrs)
-        group.create_array("features", shape=(n, probe.shape[1]), dtype="float32",
-                           chunks=(chunk_rows, probe.shape[1]))
+        group.create_array(
+            "features",
+            shape=(n, probe.shape[1]),
+            dtype="float32",
+            chunks=(chunk_rows, probe.shape[1]),
+        )
         group.create_array("labels", data=np.asarray(labels, dtype=np.int64), chunks=(n,))
-        group.create_array("source_index", data=np.asarray(source_index, dtype=np.int64),
-                           chunks=(n,))
+        group.create_array(
+            "source_index", data=np.asarray(source_index, dtype=np.int64), chunks=(n,)
+        )
         group.create_array("chunk_done", data=np.zeros(n_chunks, dtype=bool), chunks=(n_chunks,))
     done = group["chunk_done"][:]
     todo = np.flatnonzero(~done)
@@ -143,8 +148,10 @@ def extract_to_zarr(
     for count, chunk in enumerate(todo, 1):
         lo, hi = chunk * chunk_rows, min(n, (chunk + 1) * chunk_rows)
         block = np.concatenate(
-            [embed(images[b : min(hi, b + batch_size)], model, prep, device)
-             for b in range(lo, hi, batch_size)]
+            [
+                embed(images[b : min(hi, b + batch_size)], model, prep, device)
+                for b in range(lo, hi, batch_size)
+            ]
         )
         if not np.isfinite(block).all():
             raise FeatureError(f"non-finite features in rows {lo}..{hi}: check the backbone")
@@ -153,8 +160,11 @@ def extract_to_zarr(
         group["chunk_done"][:] = done
         rows_done += hi - lo
         rate = rows_done / (time.perf_counter() - start_time)
-        print(f"[extract] chunk {count}/{len(todo)} rows {lo}:{hi} ({rate:.0f} img/s)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[extract] chunk {count}/{len(todo)} rows {lo}:{hi} ({rate:.0f} img/s)",
+            file=sys.stderr,
+            flush=True,
+        )
     group.attrs["complete"] = True
     if out.exists():
         shutil.rmtree(out)

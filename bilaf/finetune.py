@@ -52,8 +52,9 @@ def train_linear_probe(
     weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     penalty = 1.0 / (2.0 * c * x.shape[0])
-    opt = torch.optim.LBFGS([weight, bias], max_iter=max_iter, tolerance_grad=1e-6,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [weight, bias], max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

@@ -1,4 +1,4 @@
-"""Atomic file writes and small JSON helpers: an interrupted job never leaves a file that looks done."""
+"""Atomic writes and JSON helpers: an interrupted job never leaves a file that looks complete."""
 
 from __future__ import annotations
 

@@ -36,12 +36,16 @@ def markdown_table(summary: pd.DataFrame, method_order: list[str] | None = None)
     blocks = []
     for dataset, part in summary.groupby("dataset", sort=True):
         budgets = sorted(part["budget"].unique())
-        methods = [m for m in (method_order or sorted(part["method"].unique()))
-                   if m in set(part["method"])]
+        methods = [
+            m for m in (method_order or sorted(part["method"].unique())) if m in set(part["method"])
+        ]
         best = part.loc[part.groupby("budget")["mean"].idxmax()].set_index("budget")["method"]
-        lines = [f"### {dataset}: top-1 % (mean±std over seeds, n seeds)", "",
-                 "| method | " + " | ".join(f"B={b}" for b in budgets) + " |",
-                 "|---|" + "---|" * len(budgets)]
+        lines = [
+            f"### {dataset}: top-1 % (mean±std over seeds, n seeds)",
+            "",
+            "| method | " + " | ".join(f"B={b}" for b in budgets) + " |",
+            "|---|" + "---|" * len(budgets),
+        ]
         cells = part.set_index(["method", "budget"])
         for method in methods:
             row = []
@@ -68,8 +72,9 @@ def plot_accuracy(summary: pd.DataFrame, out: str | Path, title: str = "") -> No
     for method, part in summary.groupby("method", sort=True):
         part = part.sort_values("budget")
         ax.plot(part["budget"], part["mean"], marker="o", label=method)
-        ax.fill_between(part["budget"], part["mean"] - part["std"], part["mean"] + part["std"],
-                        alpha=0.2)
+        ax.fill_between(
+            part["budget"], part["mean"] - part["std"], part["mean"] + part["std"], alpha=0.2
+        )
     ax.set_xscale("log")
     budgets = sorted(summary["budget"].unique())
     ax.set_xticks(budgets, [str(b) for b in budgets])
@@ -86,8 +91,12 @@ def plot_accuracy(summary: pd.DataFrame, out: str | Path, title: str = "") -> No
 
 
 def write_report(
-    metrics: list[str], csv: str | Path, md: str | Path, plot: str | Path,
-    method_order: list[str] | None = None, title: str = "",
+    metrics: list[str],
+    csv: str | Path,
+    md: str | Path,
+    plot: str | Path,
+    method_order: list[str] | None = None,
+    title: str = "",
 ) -> pd.DataFrame:
     """Write the summary CSV, the Markdown table and the plot; return the summary."""
     summary = summarise(collect(metrics))

@@ -1,4 +1,5 @@
 # Config validation, derived values, wildcard constraints and the one path helper per artifact.
+import os
 import re
 import sys
 
@@ -15,7 +16,6 @@ from bilaf.config import (
     n_cores,
 )
 from bilaf.data import FASHION_MNIST_FILES
-
 
 check_schema(config, workflow.source_path("../config/schema.yaml"))  # names the bad key
 validate(config, schema="../config/schema.yaml")
@@ -78,7 +78,10 @@ def log_path(name):
 
 def all_metrics():
     return [
-        run_path("metrics", m, b, s, "json") for m in METHODS for b in BUDGETS for s in SEEDS
+        run_path("metrics", m, b, s, "json")
+        for m in METHODS
+        for b in BUDGETS
+        for s in SEEDS
     ]
 
 

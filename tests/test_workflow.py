@@ -16,15 +16,29 @@ LOCAL_DATA = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not LOCAL_DATA.exists(),
-                       reason="needs Debian's dataset-fashion-mnist (make test installs it)"),
+    pytest.mark.skipif(
+        not LOCAL_DATA.exists(),
+        reason="needs Debian's dataset-fashion-mnist (make test installs it)",
+    ),
 ]
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(TINY), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(TINY),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -33,8 +47,11 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     result = snakemake(workdir, "-n", *args)
     assert result.returncode == 0, result.stdout + result.stderr
     stats = result.stdout.split("Job stats:")[-1] if "Job stats:" in result.stdout else ""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
-            if m[1] not in ("total", "all")}
+    return {
+        m[1]: int(m[2])
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
+        if m[1] not in ("total", "all")
+    }
 
 
 def extra_config(workdir: Path, text: str) -> str:
@@ -79,8 +96,14 @@ def test_adding_a_seed_runs_only_the_new_cells(finished_run):
     override = extra_config(finished_run, "seeds: [0, 1]\n")
     jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
     # seed 1: cores K10 (BiLAF) + K20, K40 (ActiveFT), 2 random, 2 bilaf, 6 runs downstream
-    assert jobs == {"core": 3, "baseline": 2, "boundary": 2, "finetune": 6, "evaluate": 6,
-                    "report": 1}
+    assert jobs == {
+        "core": 3,
+        "baseline": 2,
+        "boundary": 2,
+        "finetune": 6,
+        "evaluate": 6,
+        "report": 1,
+    }
 
 
 def test_bad_config_fails_before_any_job(tmp_path):

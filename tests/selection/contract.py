@@ -27,7 +27,9 @@ class SelectionContract:
     budget: ClassVar[int] = 40
 
     def run(self, features: Any, budget: int | None = None, seed: int = 0) -> np.ndarray:
-        return select(self.method, features, self.budget if budget is None else budget, seed, **self.options)
+        return select(
+            self.method, features, self.budget if budget is None else budget, seed, **self.options
+        )
 
     def test_exact_budget_unique_in_range(self):
         feats = blobs()

@@ -1,7 +1,7 @@
 import numpy as np
 
-from tests.selection.contract import SelectionContract, blobs
 from bilaf.selection import select
+from tests.selection.contract import SelectionContract, blobs
 
 
 class TestRandom(SelectionContract):
