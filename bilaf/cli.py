@@ -41,6 +41,7 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
     from bilaf.selection import REGISTRY
 
     select = sub.add_parser("select", help="select a budget of pool samples with one method")
+    select.set_defaults(func=cmd_select)
     methods = select.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in sorted(REGISTRY):
         doc = (REGISTRY[name].__doc__ or "").strip().splitlines()
