@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet_lite0_package"
 
@@ -144,27 +144,29 @@ def extract_to_zarr(
         group.create_array("chunk_done", data=np.zeros(n_chunks, dtype=bool), chunks=(n_chunks,))
     done = group["chunk_done"][:]
     todo = np.flatnonzero(~done)
-    start_time, rows_done = time.perf_counter(), 0
-    for count, chunk in enumerate(todo, 1):
-        lo, hi = chunk * chunk_rows, min(n, (chunk + 1) * chunk_rows)
-        block = np.concatenate(
-            [
-                embed(images[b : min(hi, b + batch_size)], model, prep, device)
-                for b in range(lo, hi, batch_size)
-            ]
-        )
-        if not np.isfinite(block).all():
-            raise FeatureError(f"non-finite features in rows {lo}..{hi}: check the backbone")
-        group["features"][lo:hi] = block
-        done[chunk] = True
-        group["chunk_done"][:] = done
-        rows_done += hi - lo
-        rate = rows_done / (time.perf_counter() - start_time)
-        print(
-            f"[extract] chunk {count}/{len(todo)} rows {lo}:{hi} ({rate:.0f} img/s)",
-            file=sys.stderr,
-            flush=True,
-        )
+    rows_left = sum(min(n, (c + 1) * chunk_rows) - c * chunk_rows for c in todo)
+    with tqdm(
+        total=n,
+        initial=n - rows_left,
+        unit="img",
+        desc=f"extract {out.name}",
+        file=sys.stderr,
+        mininterval=2.0,
+    ) as bar:
+        for chunk in todo:
+            lo, hi = chunk * chunk_rows, min(n, (chunk + 1) * chunk_rows)
+            block = np.concatenate(
+                [
+                    embed(images[b : min(hi, b + batch_size)], model, prep, device)
+                    for b in range(lo, hi, batch_size)
+                ]
+            )
+            if not np.isfinite(block).all():
+                raise FeatureError(f"non-finite features in rows {lo}..{hi}: check the backbone")
+            group["features"][lo:hi] = block
+            done[chunk] = True
+            group["chunk_done"][:] = done
+            bar.update(hi - lo)
     group.attrs["complete"] = True
     if out.exists():
         shutil.rmtree(out)
