@@ -37,11 +37,14 @@ SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
 JSON_LIST_OPTIONS = {"cores", "init_ids"}
 
 
-def _add_select(sub: argparse._SubParsersAction) -> None:
-    from bilaf.selection import REGISTRY
-
+def _add_select(sub: argparse._SubParsersAction, with_methods: bool) -> None:
+    """The `select` subcommand; its per-method parsers only when needed (they import torch)."""
     select = sub.add_parser("select", help="select a budget of pool samples with one method")
     select.set_defaults(func=cmd_select)
+    if not with_methods:
+        return
+    from bilaf.selection import REGISTRY
+
     methods = select.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in sorted(REGISTRY):
         doc = (REGISTRY[name].__doc__ or "").strip().splitlines()
@@ -138,31 +141,60 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    import time
+
     import numpy as np
 
     from bilaf.features import open_features
-    from bilaf.finetune import labeled_subset, save_head, train_linear_probe
+    from bilaf.finetune import fit_knn, fit_linear, labeled_subset, save_model
 
     _set_threads(args.threads)
+    start = time.perf_counter()
     features, labels = open_features(args.features)
     x, y = labeled_subset(features, labels, np.asarray(read_json(args.selection)))
-    n_classes = int(labels.max()) + 1
-    head = train_linear_probe(x, y, n_classes, args.c, args.max_iter)
-    head["labeled_histogram"] = np.bincount(y, minlength=n_classes)
-    save_head(args.out, head)
+    histogram = np.bincount(y, minlength=args.n_classes)
+    missing = np.flatnonzero(histogram == 0).tolist()
+    if missing:
+        print(
+            f"warning: classes {missing} have no labeled sample in {args.selection}",
+            file=sys.stderr,
+        )
+    if args.mode == "linear":
+        model = fit_linear(x, y, args.n_classes, args.c, args.max_iter)
+        recipe = {
+            "optimizer": "lbfgs",
+            "effective_batch_size": int(y.size),
+            "lr": None,
+            "c": args.c,
+            "max_iter": args.max_iter,
+        }
+    else:
+        model = fit_knn(x, y, args.knn_k, args.knn_temperature)
+        recipe = {"k": args.knn_k, "temperature": args.knn_temperature, "similarity": "cosine"}
+    save_model(
+        args.out,
+        model,
+        {
+            "finetune_mode": args.mode,
+            **recipe,
+            "n_classes": args.n_classes,
+            "device": "cpu",
+            "n_labeled": int(y.size),
+            "labeled_class_histogram": histogram.tolist(),
+            "classes_missing_from_labeled": missing,
+            "train_seconds": round(time.perf_counter() - start, 3),
+        },
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from bilaf.evaluate import classification_metrics
     from bilaf.features import open_features
-    from bilaf.finetune import load_head, predict_logits
+    from bilaf.finetune import load_model, predict_logits
 
-    head = load_head(args.head)
+    model, meta = load_model(args.model)
     features, labels = open_features(args.features)
-    metrics = classification_metrics(predict_logits(head, features[:]), labels)
-    histogram = head["labeled_histogram"]
+    logits = predict_logits(model, features[:], meta["n_classes"])
     run = dict(item.split("=", 1) for item in args.run)
     write_json(
         args.out,
@@ -170,11 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             **run,
             "budget": int(run["budget"]),
             "seed": int(run["seed"]),
-            **metrics,
-            "finetune_mode": "linear",
-            "n_labeled": int(histogram.sum()),
-            "labeled_class_histogram": [int(c) for c in histogram],
-            "classes_missing_from_labeled": [int(c) for c in np.flatnonzero(histogram == 0)],
+            **classification_metrics(logits, labels),
+            **meta,
         },
     )
 
@@ -192,7 +221,7 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bilaf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -220,19 +249,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_extract)
 
-    _add_select(sub)
+    _add_select(sub, with_select_methods)
 
-    p = sub.add_parser("finetune", help="train a linear head on the selected samples' features")
+    p = sub.add_parser("finetune", help="train a probe on the selected samples' features")
     p.add_argument("--features", type=Path, required=True, help="pool feature store")
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
-    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength, as scikit-learn")
-    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--mode", choices=["linear", "knn"], default="linear")
+    p.add_argument("--n-classes", type=int, required=True)
+    p.add_argument("--c", type=float, default=1.0, help="linear: inverse L2 strength (sklearn C)")
+    p.add_argument("--max-iter", type=int, default=100, help="linear: L-BFGS iterations")
+    p.add_argument("--knn-k", type=int, default=20, help="knn: neighbours")
+    p.add_argument("--knn-temperature", type=float, default=0.07, help="knn: vote temperature")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="top-1/top-5 of a head on the test feature store")
-    p.add_argument("--head", type=Path, required=True)
+    p = sub.add_parser("evaluate", help="top-1/top-5 of a finetuned model on the test store")
+    p.add_argument("--model", type=Path, required=True)
     p.add_argument("--features", type=Path, required=True, help="test feature store")
     p.add_argument(
         "--run",
@@ -256,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(with_select_methods="select" in argv).parse_args(argv)
     try:
         args.func(args)
     except ValueError as err:  # every bilaf error class is a ValueError: message, no traceback

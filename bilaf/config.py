@@ -24,6 +24,7 @@ PIPELINE_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 BOUNDARY_METHODS = ("bilaf", "bilaf_reference")
 SPLIT_SIZES = {"fashion_mnist": {"train": 60_000, "test": 10_000}}
+NUM_CLASSES = {"fashion_mnist": 10}
 
 
 class ConfigError(ValueError):

@@ -1,13 +1,18 @@
-"""Finetune on the labeled subset. CPU default: a linear head on frozen cached features.
+"""Probes on frozen cached features, trained on the labeled subset only (the CPU default).
 
-The linear probe follows SPEC §7's protocol: standardise with the labeled subset's mean and std,
+``linear``: SPEC §7's protocol: standardise with the labeled subset's mean and std,
 then multinomial logistic regression with an L2 penalty (objective: mean cross-entropy +
 ||W||² / (2·C·m), the same optimum as scikit-learn's ``LogisticRegression(C)``), solved in float64
 with full-batch L-BFGS so the result is deterministic.
+``knn``: weighted k-NN as DINO evaluates (cosine similarity, k=20 neighbours, votes weighted by
+exp(sim/T) with T=0.07); the "model" is the L2-normalised labeled features and their labels.
+
+A model is a dict of arrays with a ``mode`` entry, saved as ``.npz``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,7 @@ def labeled_subset(
     return rows, labels[selection]
 
 
-def train_linear_probe(
+def fit_linear(
     x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 1.0, max_iter: int = 100
 ) -> dict[str, np.ndarray]:
     """Fit a standardised multinomial logistic regression; return its arrays (float32)."""
@@ -65,6 +70,7 @@ def train_linear_probe(
 
     opt.step(closure)
     return {
+        "mode": np.array("linear"),
         "weight": weight.detach().numpy().astype(np.float32),
         "bias": bias.detach().numpy().astype(np.float32),
         "mean": mean.numpy().astype(np.float32),
@@ -72,19 +78,52 @@ def train_linear_probe(
     }
 
 
-def predict_logits(head: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Logits (n, classes) of the linear head on raw features."""
-    z = (np.asarray(x, dtype=np.float32) - head["mean"]) / head["scale"]
-    return z @ head["weight"].T + head["bias"]
+def fit_knn(x: np.ndarray, y: np.ndarray, k: int = 20, temperature: float = 0.07) -> dict:
+    """The k-NN 'model': unit-norm labeled features, their labels and the vote settings."""
+    if k < 1 or temperature <= 0:
+        raise FinetuneError(f"knn needs k >= 1 and temperature > 0, got {k}, {temperature}")
+    return {
+        "mode": np.array("knn"),
+        "bank": _unit_rows(np.asarray(x, dtype=np.float32)),
+        "bank_labels": np.asarray(y, dtype=np.int64),
+        "k": np.array(k),
+        "temperature": np.array(temperature, dtype=np.float32),
+    }
 
 
-def save_head(path: str | Path, head: dict[str, Any]) -> None:
-    """Write the head's arrays (and metadata as 0-d arrays) to ``.npz`` atomically."""
+def predict_logits(
+    model: dict[str, np.ndarray], x: np.ndarray, n_classes: int, chunk: int = 4096
+) -> np.ndarray:
+    """Class scores (n, n_classes) of a linear or k-NN model on raw features."""
+    x = np.asarray(x, dtype=np.float32)
+    if str(model["mode"]) == "linear":
+        z = (x - model["mean"]) / model["scale"]
+        return z @ model["weight"].T + model["bias"]
+    bank, bank_labels = model["bank"], model["bank_labels"]
+    k = min(int(model["k"]), bank.shape[0])
+    scores = np.zeros((x.shape[0], n_classes), dtype=np.float32)
+    for lo in range(0, x.shape[0], chunk):
+        sim = _unit_rows(x[lo : lo + chunk]) @ bank.T
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        weights = np.exp(np.take_along_axis(sim, top, axis=1) / model["temperature"])
+        rows = np.repeat(np.arange(top.shape[0]), k)
+        np.add.at(scores[lo : lo + chunk], (rows, bank_labels[top].ravel()), weights.ravel())
+    return scores
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def save_model(path: str | Path, model: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write the model's arrays plus ``meta`` (training facts, as JSON) to ``.npz`` atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **head)
+            np.savez(fh, **model, meta_json=np.array(json.dumps(meta)))
 
 
-def load_head(path: str | Path) -> dict[str, np.ndarray]:
+def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(model arrays, meta) saved by :func:`save_model`."""
     with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+        model = {key: data[key] for key in data.files if key != "meta_json"}
+        return model, json.loads(str(data["meta_json"]))

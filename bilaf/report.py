@@ -9,7 +9,8 @@ import pandas as pd
 
 from bilaf.io import atomic_path, read_json
 
-RUN_KEYS = ("dataset", "method", "budget", "seed")
+RUN_KEYS = ("dataset", "finetune_mode", "method", "budget", "seed")
+CELL_KEYS = ["dataset", "finetune_mode", "method", "budget"]
 
 
 def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -24,8 +25,8 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; 0 for one seed) and seed count per (dataset, method, budget)."""
-    grouped = runs.groupby(["dataset", "method", "budget"], sort=True)["top1"]
+    """Mean, sample std (ddof=1; 0 for one seed) and seed count per table cell."""
+    grouped = runs.groupby(CELL_KEYS, sort=True)["top1"]
     table = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
     table["std"] = table["std"].fillna(0.0)
     return table
@@ -34,7 +35,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 def markdown_table(summary: pd.DataFrame, method_order: list[str] | None = None) -> str:
     """Rows = methods, columns = budgets, cells 'mean±std (n)'; the best mean per column in bold."""
     blocks = []
-    for dataset, part in summary.groupby("dataset", sort=True):
+    for (dataset, mode), part in summary.groupby(["dataset", "finetune_mode"], sort=True):
         budgets = sorted(part["budget"].unique())
         methods = [
             m for m in (method_order or sorted(part["method"].unique())) if m in set(part["method"])
@@ -62,28 +63,31 @@ def markdown_table(summary: pd.DataFrame, method_order: list[str] | None = None)
 
 
 def plot_accuracy(summary: pd.DataFrame, out: str | Path, title: str = "") -> None:
-    """Accuracy vs budget, one line per method with a ±std band, log-scaled budget axis."""
+    """Accuracy vs budget, one panel per finetune mode, one line per method with a ±std band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for method, part in summary.groupby("method", sort=True):
-        part = part.sort_values("budget")
-        ax.plot(part["budget"], part["mean"], marker="o", label=method)
-        ax.fill_between(
-            part["budget"], part["mean"] - part["std"], part["mean"] + part["std"], alpha=0.2
-        )
-    ax.set_xscale("log")
+    modes = sorted(summary["finetune_mode"].unique())
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.6 * len(modes), 4.2), dpi=120, squeeze=False)
     budgets = sorted(summary["budget"].unique())
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.minorticks_off()
-    ax.set_xlabel("labeling budget B (images)")
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title(title or "accuracy vs budget (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(title="method")
+    for ax, mode in zip(axes[0], modes, strict=True):
+        for method, part in summary[summary["finetune_mode"] == mode].groupby("method"):
+            part = part.sort_values("budget")
+            ax.plot(part["budget"], part["mean"], marker="o", label=method)
+            ax.fill_between(
+                part["budget"], part["mean"] - part["std"], part["mean"] + part["std"], alpha=0.2
+            )
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("labeling budget B (images)")
+        ax.set_ylabel("test top-1 accuracy (%)")
+        ax.set_title(f"{mode} probe")
+        ax.grid(alpha=0.3)
+        ax.legend(title="method")
+    fig.suptitle(title or "accuracy vs budget (mean ± std over seeds)")
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=Path(out).suffix.lstrip("."))

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from bilaf.config import (
     BOUNDARY_METHODS,
+    NUM_CLASSES,
     PIPELINE_METHODS,
     budgets,
     check_config,
@@ -27,6 +28,7 @@ BUDGETS = budgets(config)
 CORES = n_cores(config)
 SEEDS = config["seeds"]
 METHODS = config["methods"]
+FINETUNE_MODES = config["finetune"]["modes"]
 RESULTS = f"results/{DATASET}"
 
 
@@ -37,6 +39,7 @@ wildcard_constraints:
     budget=r"\d+",
     seed=r"\d+",
     k=r"\d+",
+    mode="|".join(FINETUNE_MODES),
 
 
 def raw_dir():
@@ -68,8 +71,9 @@ def selection_path(method, budget, seed):
     return f"{RESULTS}/selection/{method}/B{budget}_s{seed}.json"
 
 
-def run_path(stage, method, budget, seed, ext):
-    return f"{RESULTS}/{stage}/{method}/B{budget}_s{seed}.{ext}"
+def run_path(stage, mode, method, budget, seed, ext):
+    """Per-run artifact of a finetune mode (linear, knn, ...): model or metrics."""
+    return f"{RESULTS}/{stage}/{mode}/{method}/B{budget}_s{seed}.{ext}"
 
 
 def log_path(name):
@@ -78,7 +82,8 @@ def log_path(name):
 
 def all_metrics():
     return [
-        run_path("metrics", m, b, s, "json")
+        run_path("metrics", mode, m, b, s, "json")
+        for mode in FINETUNE_MODES
         for m in METHODS
         for b in BUDGETS
         for s in SEEDS

@@ -1,20 +1,23 @@
 rule finetune:
-    """Train on the selected samples only (CPU default: linear probe on frozen features)."""
+    """Train on the selected samples only: a linear or k-NN probe on the frozen features."""
     input:
         features=features_path("pool"),
         selection=lambda w: selection_path(w.method, w.budget, w.seed),
     output:
-        run_path("finetune", "{method}", "{budget}", "{seed}", "npz"),
-    log:
-        log_path("finetune/{method}/B{budget}_s{seed}"),
-    conda:
-        "../envs/bilaf.yaml"
-    threads: 1
+        run_path("finetune", "{mode}", "{method}", "{budget}", "{seed}", "npz"),
     params:
-        mode=config["finetune"]["mode"],
+        n_classes=NUM_CLASSES[config["dataset"]["source"]],
         c=config["finetune"]["c"],
         max_iter=config["finetune"]["max_iter"],
+        knn_k=config["finetune"]["knn_k"],
+        knn_temperature=config["finetune"]["knn_temperature"],
+    threads: 1
+    conda:
+        "../envs/bilaf.yaml"
+    log:
+        log_path("finetune/{mode}/{method}/B{budget}_s{seed}"),
     shell:
         "bilaf finetune --features {input.features} --selection {input.selection} "
-        "--c {params.c} --max-iter {params.max_iter} --threads {threads} --out {output} "
-        "2> {log}"
+        "--mode {wildcards.mode} --n-classes {params.n_classes} --c {params.c} "
+        "--max-iter {params.max_iter} --knn-k {params.knn_k} "
+        "--knn-temperature {params.knn_temperature} --threads {threads} --out {output} 2> {log}"

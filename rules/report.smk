@@ -16,7 +16,7 @@ rule report:
         "../envs/bilaf.yaml"
     params:
         methods=" ".join(METHODS),
-        title=f"{DATASET}, {BACKBONE_TAG}, {config['finetune']['mode']} probe",
+        title=f"{DATASET}, {BACKBONE_TAG} features",
     shell:
         "bilaf report --metrics {input} --csv {output.csv} --md {output.md} "
         "--plot {output.plot} --method-order {params.methods} --title '{params.title}' 2> {log}"

@@ -4,11 +4,12 @@ import pytest
 from bilaf.evaluate import classification_metrics
 from bilaf.finetune import (
     FinetuneError,
+    fit_knn,
+    fit_linear,
     labeled_subset,
-    load_head,
+    load_model,
     predict_logits,
-    save_head,
-    train_linear_probe,
+    save_model,
 )
 
 
@@ -21,8 +22,8 @@ def separable(n=600, d=20, classes=4, seed=0):
 
 def test_linear_probe_separates_separable_classes():
     x, y = separable()
-    head = train_linear_probe(x[:200], y[:200], 4)
-    acc = (predict_logits(head, x[200:]).argmax(1) == y[200:]).mean()
+    head = fit_linear(x[:200], y[:200], 4)
+    acc = (predict_logits(head, x[200:], 4).argmax(1) == y[200:]).mean()
     assert acc > 0.97
 
 
@@ -30,7 +31,7 @@ def test_linear_probe_matches_the_l2_logistic_regression_optimum():
     """At the optimum the gradient of mean CE + ||W||²/(2Cm) vanishes (checked independently)."""
     x, y = separable(n=120, d=6, classes=3)
     c = 0.5
-    head = train_linear_probe(x, y, 3, c=c, max_iter=500)
+    head = fit_linear(x, y, 3, c=c, max_iter=500)
     z = (x - head["mean"]) / head["scale"]
     logits = z @ head["weight"].T + head["bias"]
     p = np.exp(logits - logits.max(1, keepdims=True))
@@ -50,8 +51,8 @@ def test_only_selected_labels_reach_training():
     xs2, ys2 = labeled_subset(x, flipped, sel)
     np.testing.assert_array_equal(ys, ys2)
     np.testing.assert_array_equal(xs, x[sel])
-    a = train_linear_probe(xs, ys, 4)
-    b = train_linear_probe(xs2, ys2, 4)
+    a = fit_linear(xs, ys, 4)
+    b = fit_linear(xs2, ys2, 4)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
 
@@ -63,12 +64,37 @@ def test_bad_selection_is_rejected(sel, match):
         labeled_subset(x, y, np.array(sel, dtype=np.int64))
 
 
-def test_head_round_trip(tmp_path):
+@pytest.mark.parametrize("fit", [lambda x, y: fit_linear(x, y, 4), fit_knn])
+def test_model_round_trip(tmp_path, fit):
     x, y = separable(n=50)
-    head = train_linear_probe(x, y, 4)
-    save_head(tmp_path / "h.npz", head)
-    loaded = load_head(tmp_path / "h.npz")
-    np.testing.assert_array_equal(predict_logits(loaded, x), predict_logits(head, x))
+    model = fit(x, y)
+    save_model(tmp_path / "m.npz", model, {"n_classes": 4})
+    loaded, meta = load_model(tmp_path / "m.npz")
+    assert meta == {"n_classes": 4}
+    np.testing.assert_array_equal(predict_logits(loaded, x, 4), predict_logits(model, x, 4))
+
+
+def test_knn_separates_separable_classes():
+    x, y = separable()
+    acc = (predict_logits(fit_knn(x[:200], y[:200]), x[200:], 4).argmax(1) == y[200:]).mean()
+    assert acc > 0.97
+
+
+def test_knn_votes_match_a_brute_force_loop():
+    rng = np.random.default_rng(1)
+    bank, labels, queries = (
+        rng.normal(size=(30, 5)),
+        rng.integers(0, 3, 30),
+        rng.normal(size=(7, 5)),
+    )
+    scores = predict_logits(fit_knn(bank, labels, k=4, temperature=0.1), queries, 3, chunk=3)
+    unit = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    for q, row in zip(queries, scores, strict=True):
+        sim = unit @ (q / np.linalg.norm(q))
+        expected = np.zeros(3)
+        for j in np.argsort(-sim)[:4]:
+            expected[labels[j]] += np.exp(sim[j] / 0.1)
+        np.testing.assert_allclose(row, expected, rtol=1e-4)
 
 
 def test_metrics_against_hand_counts():

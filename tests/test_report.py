@@ -19,12 +19,20 @@ def test_report_numbers_come_from_the_metrics_files(tmp_path):
             path = tmp_path / f"{method}_{budget}_{seed}.json"
             write_json(
                 path,
-                {"dataset": "d", "method": method, "budget": budget, "seed": seed, "top1": top1},
+                {
+                    "dataset": "d",
+                    "finetune_mode": "linear",
+                    "method": method,
+                    "budget": budget,
+                    "seed": seed,
+                    "top1": top1,
+                },
             )
             paths.append(str(path))
     out = tmp_path / "out"
     write_report(paths, out / "s.csv", out / "s.md", out / "p.png", ["random", "bilaf"], "t")
     table = pd.read_csv(out / "s.csv").set_index(["method", "budget"])
+    assert (table["finetune_mode"] == "linear").all()
     for key, tops in values.items():
         assert table.loc[key, "mean"] == pytest.approx(np.mean(tops))
         assert table.loc[key, "std"] == pytest.approx(np.std(tops, ddof=1), abs=1e-4)

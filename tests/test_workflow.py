@@ -71,12 +71,16 @@ def finished_run(tmp_path_factory):
 def test_whole_dag_writes_table_and_plot(finished_run):
     summary = pd.read_csv(finished_run / "results/tables/summary.csv")
     assert set(summary["method"]) == {"random", "activeft", "bilaf"}
+    assert set(summary["finetune_mode"]) == {"linear", "knn"}
     assert sorted(summary["budget"].unique()) == [20, 40]
     assert (summary["n_seeds"] == 1).all()
     assert summary["mean"].between(10, 100).all()  # above chance on 10 classes
     assert (finished_run / "results/plots/accuracy_vs_budget.png").stat().st_size > 10_000
-    metrics = json.loads((finished_run / "results/tiny/metrics/bilaf/B40_s0.json").read_text())
+    metrics = json.loads(
+        (finished_run / "results/tiny/metrics/linear/bilaf/B40_s0.json").read_text()
+    )
     assert metrics["n_labeled"] == 40 and metrics["n_test"] == 300
+    assert sum(metrics["labeled_class_histogram"]) == 40
     picked = json.loads((finished_run / "results/tiny/selection/bilaf/B40_s0.json").read_text())
     cores = json.loads((finished_run / "results/tiny/cores/K10_s0.json").read_text())
     assert len(set(picked)) == 40 and set(cores) <= set(picked)
@@ -89,7 +93,7 @@ def test_second_run_has_nothing_to_do(finished_run):
 def test_changing_delta_reruns_only_downstream_of_boundary(finished_run):
     override = extra_config(finished_run, "bilaf: {delta: 1.3}\n")
     jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
-    assert jobs == {"boundary": 2, "finetune": 2, "evaluate": 2, "report": 1}
+    assert jobs == {"boundary": 2, "finetune": 4, "evaluate": 4, "report": 1}  # 2 probes each
 
 
 def test_adding_a_seed_runs_only_the_new_cells(finished_run):
