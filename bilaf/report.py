@@ -42,7 +42,7 @@ def markdown_table(summary: pd.DataFrame, method_order: list[str] | None = None)
         ]
         best = part.loc[part.groupby("budget")["mean"].idxmax()].set_index("budget")["method"]
         lines = [
-            f"### {dataset}: top-1 % (mean±std over seeds, n seeds)",
+            f"### {dataset}, {mode} probe: test top-1 % (mean±std over seeds, n seeds)",
             "",
             "| method | " + " | ".join(f"B={b}" for b in budgets) + " |",
             "|---|" + "---|" * len(budgets),
