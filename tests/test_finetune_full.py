@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from bilaf.finetune_full import FullFinetuneError, Recipe, build_classifier, lr_at, train_full
+
+RECIPE = Recipe(
+    epochs=2, total_batch=16, base_lr=0.4, warmup_epochs=1, eval_every=1, image_size=32, seed=0
+)
+
+
+def toy_images(n=48, seed=0):
+    """Three classes of 28x28 images that differ in where they are bright: learnable quickly."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        images[i, :, c * 9 : c * 9 + 9] += 180
+    return images, labels
+
+
+def model():
+    return build_classifier("test_efficientnet", None, 3, RECIPE.drop_path)
+
+
+def run(tmp_path, recipe=RECIPE, net=None, name="ckpt.pt"):
+    x, y = toy_images()
+    tx, ty = toy_images(30, seed=1)
+    return train_full(net or model(), "test_efficientnet", x, y, tx, ty, recipe, tmp_path / name)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    r = Recipe(epochs=10, warmup_epochs=2, total_batch=1024)
+    lrs = [lr_at(s, 3, r) for s in range(30)]
+    assert r.lr == pytest.approx(6e-3)  # 3e-3 x 1024 / 512
+    assert lrs[5] == pytest.approx(r.lr) and all(np.diff(lrs[:6]) > 0)
+    assert all(np.diff(lrs[5:]) <= 0) and lrs[-1] < 0.01 * r.lr
+
+
+def test_training_loss_falls_and_results_are_recorded(tmp_path):
+    out = run(tmp_path, Recipe(**{**RECIPE.__dict__, "epochs": 4}))
+    losses = [h["train_loss"] for h in out["history"]]
+    assert losses[-1] < losses[0]
+    assert out["test_logits"].shape == (30, 3)
+    assert out["effective_batch_size"] == 16 and out["lr"] == pytest.approx(0.4 * 16 / 512)
+    assert 0 <= out["last_top1"] <= 100 and out["best_top1"] >= out["history"][0]["top1"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    torch.manual_seed(0)
+    whole = model()
+    run(tmp_path, net=whole, name="whole.pt")
+    torch.manual_seed(0)
+    first = model()
+    run(tmp_path, Recipe(**{**RECIPE.__dict__, "epochs": 1}), net=first, name="split.pt")
+    ckpt = torch.load(tmp_path / "split.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["arch"] == "test_efficientnet"
+    torch.manual_seed(123)  # a fresh process: different init, all state comes from the file
+    resumed = model()
+    out = run(tmp_path, net=resumed, name="split.pt")  # the same 2-epoch recipe, resumed
+    assert [h["epoch"] for h in out["history"]] == [1, 2]
+    expected, got = whole.state_dict(), resumed.state_dict()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], msg=key)
+
+
+def test_checkpoint_from_another_architecture_is_refused_and_kept(tmp_path):
+    run(tmp_path, Recipe(**{**RECIPE.__dict__, "epochs": 1}))
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    x, y = toy_images()
+    other = build_classifier("test_resnet", None, 3, 0.0)
+    with pytest.raises(FullFinetuneError, match="from architecture 'test_efficientnet'"):
+        train_full(other, "test_resnet", x, y, x, y, RECIPE, tmp_path / "ckpt.pt")
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+def test_empty_selection_is_an_error(tmp_path):
+    x, y = toy_images()
+    with pytest.raises(FullFinetuneError, match="empty"):
+        train_full(model(), "test_efficientnet", x[:0], y[:0], x, y, RECIPE, tmp_path / "c.pt")
