@@ -187,6 +187,70 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_finetune_full(args: argparse.Namespace) -> None:
+    import hashlib
+
+    import numpy as np
+    import zarr
+
+    from bilaf.data import load_fashion_mnist
+    from bilaf.features import pick_device
+    from bilaf.finetune import labeled_subset, save_model
+    from bilaf.finetune_full import Recipe, build_classifier, train_full
+
+    _set_threads(args.threads)
+    pool, test = (zarr.open_group(str(p), mode="r") for p in (args.features, args.test_features))
+    selection = np.asarray(read_json(args.selection), dtype=np.int64)
+    _, y = labeled_subset(np.zeros((pool["labels"].shape[0], 1)), pool["labels"][:], selection)
+    train_images, _ = load_fashion_mnist(args.raw, "train")
+    test_images, test_labels = load_fashion_mnist(args.raw, "test")
+    test_rows = test["source_index"][:]
+    recipe = Recipe(
+        epochs=args.epochs,
+        total_batch=args.total_batch,
+        base_lr=args.base_lr,
+        warmup_epochs=args.warmup_epochs,
+        eval_every=args.eval_every,
+        label_smoothing=args.label_smoothing,
+        drop_path=args.drop_path,
+        image_size=pool.attrs["preprocess"]["image_size"],
+        seed=args.seed,
+    )
+    # The checkpoint belongs to exactly this (architecture, recipe, selection): a changed
+    # selection or recipe starts afresh instead of resuming someone else's training.
+    key = json.dumps([args.backbone, args.weights, vars(recipe), selection.tolist()])
+    checkpoint = args.checkpoint_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    device = pick_device(args.device)
+    model = build_classifier(args.backbone, args.weights, args.n_classes, recipe.drop_path)
+    out = train_full(
+        model,
+        args.backbone,
+        train_images[pool["source_index"][:][selection]],
+        y,
+        test_images[test_rows],
+        test_labels[test_rows],
+        recipe,
+        checkpoint,
+        device,
+    )
+    histogram = np.bincount(y, minlength=args.n_classes)
+    meta = {k: v for k, v in out.items() if k != "test_logits"}
+    save_model(
+        args.out,
+        {"mode": np.array("full"), "test_logits": out["test_logits"]},
+        {
+            "finetune_mode": "full",
+            **meta,
+            "table_uses": "last_top1",
+            "checkpoint": str(checkpoint),
+            "n_classes": args.n_classes,
+            "n_labeled": int(y.size),
+            "labeled_class_histogram": histogram.tolist(),
+            "classes_missing_from_labeled": np.flatnonzero(histogram == 0).tolist(),
+        },
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from bilaf.evaluate import classification_metrics
     from bilaf.features import open_features
@@ -222,6 +286,8 @@ def _set_threads(threads: int | None) -> None:
 
 
 def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
+    from bilaf.finetune_full import Recipe
+
     parser = argparse.ArgumentParser(prog="bilaf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -263,6 +329,32 @@ def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("finetune-full", help="finetune the whole backbone (paper recipe)")
+    p.add_argument("--raw", type=Path, required=True, help="folder of the downloaded dataset")
+    p.add_argument("--features", type=Path, required=True, help="pool store (its row order)")
+    p.add_argument("--test-features", type=Path, required=True, help="test store (its rows)")
+    p.add_argument("--selection", type=Path, required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--n-classes", type=int, required=True)
+    for flag, kind in (
+        ("--epochs", int),
+        ("--total-batch", int),
+        ("--base-lr", float),
+        ("--warmup-epochs", int),
+        ("--eval-every", int),
+        ("--label-smoothing", float),
+        ("--drop-path", float),
+        ("--seed", int),
+    ):
+        default = getattr(Recipe(), flag[2:].replace("-", "_"))
+        p.add_argument(flag, type=kind, default=default, help=f"default {default}")
+    p.add_argument("--checkpoint-dir", type=Path, required=True)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_finetune_full)
 
     p = sub.add_parser("evaluate", help="top-1/top-5 of a finetuned model on the test store")
     p.add_argument("--model", type=Path, required=True)

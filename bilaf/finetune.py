@@ -94,7 +94,14 @@ def fit_knn(x: np.ndarray, y: np.ndarray, k: int = 20, temperature: float = 0.07
 def predict_logits(
     model: dict[str, np.ndarray], x: np.ndarray, n_classes: int, chunk: int = 4096
 ) -> np.ndarray:
-    """Class scores (n, n_classes) of a linear or k-NN model on raw features."""
+    """Class scores (n, n_classes) of a linear or k-NN model on raw features.
+
+    A ``full`` model (see bilaf.finetune_full) carries its test logits, computed on the images.
+    """
+    if str(model["mode"]) == "full":
+        if model["test_logits"].shape[0] != x.shape[0]:
+            raise FinetuneError("the full model's test logits do not match this test split")
+        return model["test_logits"]
     x = np.asarray(x, dtype=np.float32)
     if str(model["mode"]) == "linear":
         z = (x - model["mean"]) / model["scale"]
