@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bilaf.audit import write_manifest
 from bilaf.io import read_json, write_json
 
 # Method-specific options of `bilaf select`: (flag, type, help). Defaults live in the functions.
@@ -102,6 +103,30 @@ def cmd_select(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     picked = select(args.method, args.features, args.budget, args.seed, **options)
     write_json(args.out, [int(i) for i in picked])
+    inputs = {"features": args.features}
+    inputs.update(
+        {key: getattr(args, key) for key in JSON_LIST_OPTIONS if getattr(args, key, None)}
+    )
+    rerun_options = {k: v for k, v in options.items() if k != "device"}
+    write_manifest(
+        args.out,
+        inputs,
+        rerun_options,
+        args.seed,
+        _device_used(args.device),
+        rerun={
+            "method": args.method,
+            "budget": args.budget,
+            "seed": args.seed,
+            "options": rerun_options,
+        },
+    )
+
+
+def _device_used(requested: str | None) -> str:
+    """The device a command ran on: as requested, else CUDA if torch was loaded and sees one."""
+    torch = sys.modules.get("torch")
+    return requested or ("cuda" if torch is not None and torch.cuda.is_available() else "cpu")
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -270,6 +295,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             **meta,
         },
     )
+    inputs = {"model": args.model, "features": args.features}
+    write_manifest(args.out, inputs, run, int(run["seed"]), meta.get("device", "cpu"))
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from bilaf.audit import audit
+
+    problems = audit(args.root, args.rerun, args.seed)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        raise AuditFailed(f"{len(problems)} problem(s) under {args.root}")
+    print(f"audit of {args.root}: every manifest matches its files; reruns agree")
+
+
+class AuditFailed(ValueError):
+    """The audit found differences (listed on stdout)."""
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -368,6 +410,12 @@ def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("audit", help="verify manifests against files; rerun some selections")
+    p.add_argument("root", type=Path, nargs="?", default=Path("results"))
+    p.add_argument("--rerun", type=int, default=3, help="selections to rerun (seeded sample)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rerun sample")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="summary table (CSV, Markdown) and accuracy plot")
     p.add_argument("--metrics", nargs="+", required=True)
