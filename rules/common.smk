@@ -1,7 +1,9 @@
 # Config validation, derived values, wildcard constraints and the one path helper per artifact.
 import os
 import re
+import shlex
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
@@ -11,19 +13,22 @@ from bilaf.config import (
     BOUNDARY_METHODS,
     NUM_CLASSES,
     PIPELINE_METHODS,
+    backbone_tag,
     budgets,
     check_config,
     check_schema,
     n_cores,
 )
-from bilaf.data import FASHION_MNIST_FILES
+from bilaf.backbones import WEIGHT_KEYWORDS
+from bilaf.data import get_source
 
 check_schema(config, workflow.source_path("../config/schema.yaml"))  # names the bad key
 validate(config, schema="../config/schema.yaml")
 check_config(config)
 
 DATASET = config["dataset"]["name"]
-BACKBONE_TAG = f"{config['backbone']['name']}_{config['backbone']['image_size']}px"
+SOURCE = get_source(config["dataset"]["source"])
+BACKBONE_TAG = backbone_tag(config)
 BUDGETS = budgets(config)
 CORES = n_cores(config)
 SEEDS = config["seeds"]
@@ -47,11 +52,63 @@ def raw_dir():
 
 
 def raw_files():
-    return [f"{raw_dir()}/{raw.name}" for raw in FASHION_MNIST_FILES]
+    """What the download rule fetches; none for folder datasets (read where the config says)."""
+    return [f"{raw_dir()}/{name}" for name in SOURCE.raw_files]
+
+
+def raw_flag(files, flag="--raw"):
+    """`<flag> <dir>`: the folder the raw files are fetched into, from their paths; "" for none."""
+    if not files:
+        return ""
+    # raw files may sit in a subfolder of it (CIFAR's unpacked tarball)
+    depth = len(SOURCE.raw_files[0].split("/"))
+    return f"{flag} {Path(files[0]).parents[depth - 1]}"
+
+
+def download_flags():
+    """Sources from the config: dataset.urls (null: the official, []: none) and local_dir."""
+    dataset = config["dataset"]
+    urls = dataset["urls"]
+    flags = (
+        ["--no-url"] if urls == [] else [f"--url {shlex.quote(u)}" for u in urls or []]
+    )
+    if dataset["local_dir"]:
+        flags.append(f"--local-dir {shlex.quote(dataset['local_dir'])}")
+    return " ".join(flags)
+
+
+def extract_options():
+    """Optional `bilaf extract` flags: dataset folders and preprocessing set in the config."""
+    dataset, backbone = config["dataset"], config["backbone"]
+    values = {
+        "--train-dir": dataset["train_dir"],
+        "--test-dir": dataset["test_dir"],
+        "--image-size": backbone["image_size"],
+        "--interpolation": backbone["interpolation"],
+        "--mean": backbone["mean"],
+        "--std": backbone["std"],
+    }
+    flags = []
+    for flag, value in values.items():
+        if value is not None:
+            words = value if isinstance(value, list) else [value]
+            flags.append(" ".join([flag, *(shlex.quote(str(v)) for v in words)]))
+    return " ".join(flags)
+
+
+def weights_file():
+    """The checkpoint file as an input (a change reruns extraction); none for hub/random/package."""
+    weights = config["backbone"]["weights"]
+    return [] if weights in WEIGHT_KEYWORDS else [weights]
 
 
 def features_path(split):
     return f"{RESULTS}/features/{BACKBONE_TAG}/{split}.zarr"
+
+
+def samples_path(split):
+    """The CSV naming the image behind each feature row (stable order across machines)."""
+    return f"{RESULTS}/features/{BACKBONE_TAG}/{split}.samples.csv"
 
 
 def subset_flag(split):

@@ -1,15 +1,17 @@
-rule download:
-    """Fashion-MNIST from the official URL (checksummed), else the packaged local copy."""
-    output:
-        raw_files(),
-    log:
-        log_path("download"),
-    conda:
-        "../envs/bilaf.yaml"
-    params:
-        out_dir=lambda w, output: os.path.dirname(output[0]),
-        urls=" ".join(f"--url {u}" for u in config["dataset"]["urls"]),
-        local_dir=config["dataset"]["local_dir"],
-    shell:
-        "bilaf download --out {params.out_dir} {params.urls} --local-dir {params.local_dir} "
-        "2> {log}"
+# Folder datasets (imagenet, imagefolder) have nothing to download.
+if raw_files():
+
+    rule download:
+        """The dataset's official files by URL (checksummed), else a local copy."""
+        output:
+            raw_files(),
+        log:
+            log_path("download"),
+        conda:
+            "../envs/bilaf.yaml"
+        params:
+            source=config["dataset"]["source"],
+            out=lambda w, output: raw_flag(output, "--out"),
+            sources=download_flags(),
+        shell:
+            "bilaf download --source {params.source} {params.out} {params.sources} 2> {log}"

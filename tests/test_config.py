@@ -4,7 +4,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bilaf.config import ConfigError, budgets, check_config, check_schema, n_cores
+from bilaf.config import (
+    ConfigError,
+    backbone_tag,
+    budgets,
+    check_config,
+    check_schema,
+    n_cores,
+    num_classes,
+    split_sizes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -63,3 +72,76 @@ def test_budget_below_cores_is_fine_without_bilaf(config):
     config = copy.deepcopy(config)
     config.update(budgets=[20], methods=["random", "activeft"])
     check_config(config)
+
+
+def merged(*names: str) -> dict:
+    """config.yaml with config/<name>.yaml files merged over it, as snakemake --configfile does."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for name in names:
+        update_config(config, yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()))
+    return config
+
+
+@pytest.mark.parametrize(
+    ("files", "source", "resolved", "cores"),
+    [
+        (["paper"], "cifar10", [250, 500, 1000], 50),
+        (["paper", "paper_cifar100"], "cifar100", [500, 1000, 2500, 5000], 250),
+        (["paper", "paper_imagenet"], "imagenet", [12812, 25623, 64058], 6405),
+    ],
+)
+def test_paper_configs_are_the_papers_grid(files, source, resolved, cores):
+    config = merged(*files)
+    check_schema(config, SCHEMA)
+    check_config(config)
+    assert config["dataset"]["source"] == source and config["dataset"]["pool_size"] is None
+    assert budgets(config) == resolved and n_cores(config) == cores
+    assert config["backbone"]["name"] == "vit_small_patch16_224.dino"
+    assert config["seeds"] == [0, 1, 2] and config["finetune"]["modes"] == ["full"]
+    assert config["bilaf"]["p_rm"] == (0.2 if source == "imagenet" else 0.1)
+    assert backbone_tag(config) == "vit_small_patch16_224.dino_224px"
+
+
+def test_schema_sources_are_the_registry():
+    from bilaf.data import DATASETS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["properties"]["dataset"]["properties"]["source"]["enum"] == list(DATASETS)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            lambda c: c["dataset"].update(source="imagenet", train_dir=None, pool_size=None),
+            r"dataset.train_dir: required for source imagenet",
+        ),
+        (lambda c: c["dataset"].update(test_dir="x"), r"dataset.test_dir: only for the folder"),
+        (
+            lambda c: c["dataset"].update(source="imagefolder", train_dir="/nope", test_dir="/n"),
+            r"dataset.train_dir: /nope is not a folder",
+        ),
+    ],
+)
+def test_dataset_folder_keys(config, edit, match):
+    edit(config)
+    with pytest.raises(ConfigError, match=match):
+        check_config(config)
+
+
+def test_imagefolder_sizes_and_classes_are_counted(config, tmp_path):
+    for rel in ("train/a/1.png", "train/a/2.png", "train/b/3.jpg", "test/b/4.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    config["dataset"].update(
+        source="imagefolder",
+        train_dir=str(tmp_path / "train"),
+        test_dir=str(tmp_path / "test"),
+        pool_size=None,
+    )
+    config.update(budgets=[0.5], cores=1)
+    check_config(config)
+    assert split_sizes(config) == {"train": 3, "test": 1}
+    assert budgets(config) == [2] and num_classes(config) == 2
