@@ -229,18 +229,28 @@ def cmd_finetune_full(args: argparse.Namespace) -> None:
     import numpy as np
     import zarr
 
-    from bilaf.data import load_fashion_mnist
+    from bilaf.backbones import Preprocess
+    from bilaf.data import get_source
     from bilaf.features import pick_device
     from bilaf.finetune import labeled_subset, save_model
-    from bilaf.finetune_full import Recipe, build_classifier, train_full
+    from bilaf.finetune_full import DecodedImages, Recipe, build_classifier, train_full
 
     _set_threads(args.threads)
     pool, test = (zarr.open_group(str(p), mode="r") for p in (args.features, args.test_features))
     selection = np.asarray(read_json(args.selection), dtype=np.int64)
-    _, y = labeled_subset(np.zeros((pool["labels"].shape[0], 1)), pool["labels"][:], selection)
-    train_images, _ = load_fashion_mnist(args.raw, "train")
-    test_images, test_labels = load_fashion_mnist(args.raw, "test")
+    pool_labels = pool["labels"][:]
+    _, y = labeled_subset(np.zeros((pool_labels.size, 1)), pool_labels, selection)
+    prep = Preprocess(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in pool.attrs["preprocess"].items()}
+    )
+    source, folders = get_source(args.source), {"train": args.train_dir, "test": args.test_dir}
+
+    def images(split: str, rows: np.ndarray) -> Any:
+        table = source.load(split, args.raw, folders).take(rows)
+        return table.pixels if table.pixels is not None else DecodedImages(table, prep)
+
     test_rows = test["source_index"][:]
+    test_labels = test["labels"][:]
     recipe = Recipe(
         epochs=args.epochs,
         total_batch=args.total_batch,
@@ -249,7 +259,6 @@ def cmd_finetune_full(args: argparse.Namespace) -> None:
         eval_every=args.eval_every,
         label_smoothing=args.label_smoothing,
         drop_path=args.drop_path,
-        image_size=pool.attrs["preprocess"]["image_size"],
         seed=args.seed,
     )
     # The checkpoint belongs to exactly this (architecture, recipe, selection): a changed
@@ -261,11 +270,12 @@ def cmd_finetune_full(args: argparse.Namespace) -> None:
     out = train_full(
         model,
         args.backbone,
-        train_images[pool["source_index"][:][selection]],
+        images("train", pool["source_index"][:][selection]),
         y,
-        test_images[test_rows],
-        test_labels[test_rows],
+        images("test", test_rows),
+        test_labels,
         recipe,
+        prep,
         checkpoint,
         device,
     )
@@ -396,7 +406,10 @@ def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("finetune-full", help="finetune the whole backbone (paper recipe)")
-    p.add_argument("--raw", type=Path, required=True, help="folder of the downloaded dataset")
+    p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
+    p.add_argument("--raw", type=Path, default=None, help="folder of the downloaded files")
+    p.add_argument("--train-dir", default=None, help="folder sources: the train ImageFolder")
+    p.add_argument("--test-dir", default=None, help="folder sources: the test ImageFolder")
     p.add_argument("--features", type=Path, required=True, help="pool store (its row order)")
     p.add_argument("--test-features", type=Path, required=True, help="test store (its rows)")
     p.add_argument("--selection", type=Path, required=True)

@@ -24,7 +24,6 @@ import numpy as np
 from tqdm import tqdm
 
 from bilaf.backbones import Preprocess
-from bilaf.backbones import build_backbone as build_backbone  # re-export: bilaf.finetune_full
 from bilaf.data import Images
 
 

@@ -46,10 +46,7 @@ class Recipe:
     label_smoothing: float = 0.1
     drop_path: float = 0.1
     eval_every: int = 10
-    image_size: int = 224
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    min_crop: float = 0.35
+    min_crop: float = 0.35  # random-resized-crop: smallest area fraction
     seed: int = 0
 
     @property
@@ -72,7 +69,7 @@ def build_classifier(name: str, weights: str | None, n_classes: int, drop_path: 
     """timm ``name`` with ``n_classes`` outputs, backbone weights as for extraction."""
     import timm
 
-    from bilaf.features import build_backbone
+    from bilaf.backbones import build_backbone
 
     backbone = build_backbone(name, weights)
     model = timm.create_model(
@@ -85,16 +82,39 @@ def build_classifier(name: str, weights: str | None, n_classes: int, drop_path: 
     return model
 
 
-def _batch(images: np.ndarray, recipe: Recipe, device: str, generator: Any = None) -> Any:
-    """uint8 images -> normalised float batch; random crop + flip when a generator is given."""
+class DecodedImages:
+    """Folder images decoded on demand to the model's input size: ``x[rows]`` -> uint8 array.
+
+    Lets training and evaluation index a folder dataset like an in-memory pixel array without
+    holding it all in memory.
+    """
+
+    def __init__(self, images: Any, prep: Any) -> None:
+        from bilaf.features import ImageRows
+
+        self.rows = ImageRows(images, prep)
+        self.shape = (len(images),)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        rows = np.arange(self.shape[0])[index]
+        return np.stack([self.rows[int(i)].numpy() for i in rows])
+
+
+def _batch(
+    images: np.ndarray, prep: Any, device: str, generator: Any = None, min_crop: float = 1.0
+) -> Any:
+    """uint8 images -> normalised input batch: a random resized crop + flip when a generator is
+    given (training), else the extraction's resize and centre crop (evaluation)."""
     import torch
     import torch.nn.functional as F
+
+    from bilaf.features import resize_crop
 
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)
     x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
     if generator is not None:
         n, _, h, w = x.shape
-        scale = recipe.min_crop + (1 - recipe.min_crop) * torch.rand(n, generator=generator)
+        scale = min_crop + (1 - min_crop) * torch.rand(n, generator=generator)
         side = (scale.sqrt() * min(h, w)).long().clamp(min=1)
         top = (torch.rand(n, generator=generator) * (h - side + 1)).long()
         left = (torch.rand(n, generator=generator) * (w - side + 1)).long()
@@ -103,19 +123,19 @@ def _batch(images: np.ndarray, recipe: Recipe, device: str, generator: Any = Non
         for i in range(n):
             crop = x[i : i + 1, :, top[i] : top[i] + side[i], left[i] : left[i] + side[i]]
             crop = F.interpolate(
-                crop, size=(recipe.image_size,) * 2, mode="bilinear", align_corners=False
+                crop, size=(prep.image_size,) * 2, mode="bilinear", align_corners=False
             )
             crops.append(crop.flip(-1) if flip[i] else crop)
         x = torch.cat(crops)
-    elif x.shape[-1] != recipe.image_size or x.shape[-2] != recipe.image_size:
-        x = F.interpolate(x, size=(recipe.image_size,) * 2, mode="bilinear", align_corners=False)
-    mean = torch.tensor(recipe.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(recipe.std, device=device).view(1, 3, 1, 1)
+    else:
+        x = resize_crop(x, prep)
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") else x
 
 
-def predict(model: Any, images: np.ndarray, recipe: Recipe, device: str, batch: int = 256):
+def predict(model: Any, images: Any, prep: Any, device: str, batch: int = 256) -> np.ndarray:
     """Logits (n, classes) float32 of ``images`` in eval mode."""
     import torch
 
@@ -124,24 +144,27 @@ def predict(model: Any, images: np.ndarray, recipe: Recipe, device: str, batch: 
     on_cuda = device.startswith("cuda")
     with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=on_cuda):
         for lo in range(0, images.shape[0], batch):
-            out.append(model(_batch(images[lo : lo + batch], recipe, device)).float().cpu())
+            out.append(model(_batch(images[lo : lo + batch], prep, device)).float().cpu())
     return torch.cat(out).numpy()
 
 
 def train_full(
     model: Any,
     arch: str,
-    train_images: np.ndarray,
+    train_images: Any,
     train_labels: np.ndarray,
-    test_images: np.ndarray,
+    test_images: Any,
     test_labels: np.ndarray,
     recipe: Recipe,
+    prep: Any,
     checkpoint: str | Path,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Finetune ``model`` on the labeled images; return history, last/best top-1, test logits.
 
-    Resumes from ``checkpoint`` when it exists (it must come from the same ``arch``).
+    Images are uint8 arrays (n, h, w[, 3]) or :class:`DecodedImages`; ``prep`` (a
+    bilaf.backbones.Preprocess) gives the input size and normalisation. Resumes from
+    ``checkpoint`` when it exists (it must come from the same ``arch``).
     """
     import torch
 
@@ -183,7 +206,7 @@ def train_full(
         epoch_loss = 0.0
         for step in range(steps_per_epoch):
             rows = order[step * recipe.total_batch : (step + 1) * recipe.total_batch]
-            x_all = _batch(train_images[rows.numpy()], recipe, device, generator)
+            x_all = _batch(train_images[rows.numpy()], prep, device, generator, recipe.min_crop)
             mine = slice(rank, None, world)  # this process's share of the global batch
             x, y = x_all[mine], labels_t[rows][mine].to(device)
             for group in optimizer.param_groups:
@@ -196,7 +219,7 @@ def train_full(
             epoch_loss += float(loss.detach()) / steps_per_epoch
         record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": epoch_loss}
         if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
-            logits = predict(model, test_images, recipe, device)
+            logits = predict(model, test_images, prep, device)
             record["top1"] = 100.0 * float((logits.argmax(1) == test_labels).mean())
             state["best_top1"] = max(state["best_top1"], record["top1"])
         state["history"].append(record)
@@ -204,7 +227,7 @@ def train_full(
         print(f"[finetune] {record}", file=sys.stderr, flush=True)
         if rank == 0:
             _save_checkpoint(checkpoint, arch, model, optimizer, state)
-    logits = predict(model, test_images, recipe, device)
+    logits = predict(model, test_images, prep, device)
     return {
         "test_logits": logits,
         "history": state["history"],

@@ -11,13 +11,13 @@ from snakemake.utils import validate
 
 from bilaf.config import (
     BOUNDARY_METHODS,
-    NUM_CLASSES,
     PIPELINE_METHODS,
     backbone_tag,
     budgets,
     check_config,
     check_schema,
     n_cores,
+    num_classes,
 )
 from bilaf.backbones import WEIGHT_KEYWORDS
 from bilaf.data import get_source
@@ -77,23 +77,34 @@ def download_flags():
     return " ".join(flags)
 
 
-def extract_options():
-    """Optional `bilaf extract` flags: dataset folders and preprocessing set in the config."""
-    dataset, backbone = config["dataset"], config["backbone"]
-    values = {
-        "--train-dir": dataset["train_dir"],
-        "--test-dir": dataset["test_dir"],
-        "--image-size": backbone["image_size"],
-        "--interpolation": backbone["interpolation"],
-        "--mean": backbone["mean"],
-        "--std": backbone["std"],
-    }
+def cli_flags(values):
+    """`--flag value ...` for the values that are set (lists become several words), quoted."""
     flags = []
     for flag, value in values.items():
         if value is not None:
             words = value if isinstance(value, list) else [value]
             flags.append(" ".join([flag, *(shlex.quote(str(v)) for v in words)]))
     return " ".join(flags)
+
+
+def folder_flags():
+    """`--train-dir/--test-dir` of folder datasets (ImageNet, ImageFolder); "" otherwise."""
+    dataset = config["dataset"]
+    return cli_flags(
+        {"--train-dir": dataset["train_dir"], "--test-dir": dataset["test_dir"]}
+    )
+
+
+def extract_options():
+    """Optional `bilaf extract` flags: dataset folders and preprocessing set in the config."""
+    backbone = config["backbone"]
+    values = {
+        "--image-size": backbone["image_size"],
+        "--interpolation": backbone["interpolation"],
+        "--mean": backbone["mean"],
+        "--std": backbone["std"],
+    }
+    return f"{folder_flags()} {cli_flags(values)}"
 
 
 def weights_file():

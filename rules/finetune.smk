@@ -13,7 +13,7 @@ rule finetune:
         "../envs/bilaf.yaml"
     threads: 1
     params:
-        n_classes=NUM_CLASSES[config["dataset"]["source"]],
+        n_classes=num_classes(config),
         c=config["finetune"]["c"],
         max_iter=config["finetune"]["max_iter"],
         knn_k=config["finetune"]["knn_k"],
@@ -44,10 +44,12 @@ rule finetune_full:
     resources:
         gpu=1,
     params:
-        raw=lambda w, input: os.path.dirname(input.raw[0]),
+        source=config["dataset"]["source"],
+        raw=lambda w, input: raw_flag(input.raw),
+        folders=folder_flags(),
         backbone=config["backbone"]["name"],
         weights=config["backbone"]["weights"],
-        n_classes=NUM_CLASSES[config["dataset"]["source"]],
+        n_classes=num_classes(config),
         epochs=config["finetune"]["full"]["epochs"],
         total_batch=config["finetune"]["full"]["total_batch"],
         base_lr=config["finetune"]["full"]["base_lr"],
@@ -57,7 +59,8 @@ rule finetune_full:
         drop_path=config["finetune"]["full"]["drop_path"],
         checkpoint_dir=f"{RESULTS}/checkpoints",
     shell:
-        "bilaf finetune-full --raw {params.raw} --features {input.features} "
+        "bilaf finetune-full --source {params.source} {params.raw} {params.folders} "
+        "--features {input.features} "
         "--test-features {input.test_features} --selection {input.selection} "
         "--backbone {params.backbone} --weights {params.weights} "
         "--n-classes {params.n_classes} --epochs {params.epochs} "

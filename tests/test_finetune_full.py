@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from bilaf.backbones import Preprocess
 from bilaf.finetune_full import FullFinetuneError, Recipe, build_classifier, lr_at, train_full
 
-RECIPE = Recipe(
-    epochs=2, total_batch=16, base_lr=0.4, warmup_epochs=1, eval_every=1, image_size=32, seed=0
-)
+RECIPE = Recipe(epochs=2, total_batch=16, base_lr=0.4, warmup_epochs=1, eval_every=1, seed=0)
+PREP = Preprocess(image_size=32)
 
 
 def toy_images(n=48, seed=0):
@@ -26,7 +26,9 @@ def model():
 def run(tmp_path, recipe=RECIPE, net=None, name="ckpt.pt"):
     x, y = toy_images()
     tx, ty = toy_images(30, seed=1)
-    return train_full(net or model(), "test_efficientnet", x, y, tx, ty, recipe, tmp_path / name)
+    return train_full(
+        net or model(), "test_efficientnet", x, y, tx, ty, recipe, PREP, tmp_path / name
+    )
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -70,11 +72,43 @@ def test_checkpoint_from_another_architecture_is_refused_and_kept(tmp_path):
     x, y = toy_images()
     other = build_classifier("test_resnet", None, 3, 0.0)
     with pytest.raises(FullFinetuneError, match="from architecture 'test_efficientnet'"):
-        train_full(other, "test_resnet", x, y, x, y, RECIPE, tmp_path / "ckpt.pt")
+        train_full(other, "test_resnet", x, y, x, y, RECIPE, PREP, tmp_path / "ckpt.pt")
     assert (tmp_path / "ckpt.pt").read_bytes() == before
 
 
 def test_empty_selection_is_an_error(tmp_path):
     x, y = toy_images()
     with pytest.raises(FullFinetuneError, match="empty"):
-        train_full(model(), "test_efficientnet", x[:0], y[:0], x, y, RECIPE, tmp_path / "c.pt")
+        train_full(
+            model(), "test_efficientnet", x[:0], y[:0], x, y, RECIPE, PREP, tmp_path / "c.pt"
+        )
+
+
+def test_folder_images_decode_on_demand_and_train(tmp_path):
+    from PIL import Image
+
+    from bilaf.data import get_source
+    from bilaf.finetune_full import DecodedImages
+
+    x, y = toy_images(n=12)
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = tmp_path / "train" / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    table = get_source("imagefolder").load("train", None, {"train": str(tmp_path / "train")})
+    decoded = DecodedImages(table, PREP)
+    assert decoded.shape == (12,) and decoded[[3, 0]].shape == (2, 32, 32, 3)
+    assert decoded[2:5].dtype == np.uint8
+    recipe = Recipe(**{**RECIPE.__dict__, "epochs": 1})
+    out = train_full(
+        model(),
+        "test_efficientnet",
+        decoded,
+        table.labels,
+        decoded,
+        table.labels,
+        recipe,
+        PREP,
+        tmp_path / "c.pt",
+    )
+    assert out["test_logits"].shape == (12, 3)

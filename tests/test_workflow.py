@@ -1,16 +1,14 @@
 """The whole DAG on the tiny config (.test/config.yaml), then what reruns after a change."""
 
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.workflow_helpers import ROOT, planned_jobs
+from tests.workflow_helpers import snakemake as run_workflow
+
 TINY = ROOT / ".test" / "config.yaml"
 LOCAL_DATA = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -23,35 +21,8 @@ pytestmark = [
 ]
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(TINY),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-
-
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """Rule -> job count of a dry run (empty when there is nothing to do)."""
-    result = snakemake(workdir, "-n", *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    stats = result.stdout.split("Job stats:")[-1] if "Job stats:" in result.stdout else ""
-    return {
-        m[1]: int(m[2])
-        for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
-        if m[1] not in ("total", "all")
-    }
+def snakemake(workdir: Path, *args: str):
+    return run_workflow(workdir, "--configfile", str(TINY), *args)
 
 
 def extra_config(workdir: Path, text: str) -> str:
@@ -87,7 +58,7 @@ def test_whole_dag_writes_table_and_plot(finished_run):
 
 
 def test_second_run_has_nothing_to_do(finished_run):
-    assert planned_jobs(finished_run) == {}
+    assert planned_jobs(finished_run, "--configfile", str(TINY)) == {}
 
 
 def test_changing_delta_reruns_only_downstream_of_boundary(finished_run):
@@ -112,7 +83,7 @@ def test_adding_a_seed_runs_only_the_new_cells(finished_run):
 
 def test_bad_config_fails_before_any_job(tmp_path):
     override = extra_config(tmp_path, "budgets: [20, 5]\n")
-    result = snakemake(tmp_path, "--configfile", str(TINY), override)
+    result = snakemake(tmp_path, "--configfile", str(TINY), override)  # TINY, then override
     assert result.returncode != 0
     assert "budgets[1]: 5 < 10 cores" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
