@@ -70,13 +70,13 @@ def test_changing_delta_reruns_only_downstream_of_boundary(finished_run):
 def test_adding_a_seed_runs_only_the_new_cells(finished_run):
     override = extra_config(finished_run, "seeds: [0, 1]\n")
     jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
-    # seed 1: cores K10 (BiLAF) + K20, K40 (ActiveFT), 2 random, 2 bilaf, 6 runs downstream
+    # seed 1: cores K10 (BiLAF) + K20, K40 (ActiveFT), 2 random, 2 bilaf; 6 runs x 2 probes
     assert jobs == {
         "core": 3,
         "baseline": 2,
         "boundary": 2,
-        "finetune": 6,
-        "evaluate": 6,
+        "finetune": 12,
+        "evaluate": 12,
         "report": 1,
     }
 
