@@ -1,0 +1,313 @@
+"""BiLAF boundary selection: the official outputs index for index (reference mode), the paper's
+guarantees (paper mode), errors, and brute-force checks of the distance building blocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from bilaf.selection import SelectionError, select
+from bilaf.selection import _geometry as geometry
+from bilaf.selection.bilaf import _allocate
+from tests.selection.contract import SelectionContract, blobs
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "reference"
+CASES = sorted(FIXTURES.glob("*/boundary_B*.json"))
+CASE_IDS = [f"{p.parent.name}/{p.stem}" for p in CASES]
+
+# Jaccard overlap |paper ∩ reference| / |paper ∪ reference| measured on each fixture (paper mode
+# with the fixture's k, p_in, p_rm, delta and cores, raw features). Paper mode fixes the density
+# bug, scores against every opponent class and never repeats a pick, so on these small pools it
+# keeps about 40-85% of the official picks.
+PAPER_OVERLAP = {
+    "blobs4k/boundary_B100": 0.538,
+    "blobs4k/boundary_B400": 0.384,
+    "imbalanced6k/boundary_B300": 0.575,
+    "imbalanced6k/boundary_B600": 0.427,
+    "tinyclusters/boundary_B150": 0.863,
+    "tinyclusters/boundary_B300": 0.744,
+}
+
+
+def load_case(path: Path) -> tuple[np.ndarray, dict]:
+    case = json.loads(path.read_text())
+    return np.load(path.parent / "features.npy"), case
+
+
+def run_case(feats: np.ndarray, case: dict, mode: str, **extra) -> np.ndarray:
+    params = {name: case[name] for name in ("k", "p_in", "p_rm", "delta")}
+    return select(
+        "bilaf", feats, case["budget"], 0, cores=case["cores"], mode=mode, **params, **extra
+    )
+
+
+class TestBilafPaper(SelectionContract):
+    method = "bilaf"
+    options: ClassVar[dict[str, Any]] = {"n_cores": 8, "mode": "paper"}
+
+
+@pytest.mark.parametrize("path", CASES, ids=CASE_IDS)
+def test_reference_mode_matches_the_official_code(path):
+    feats, case = load_case(path)
+    np.testing.assert_array_equal(run_case(feats, case, "reference"), case["selected"])
+
+
+def test_reference_mode_repeats_a_pick_like_the_official_code():
+    feats, case = load_case(FIXTURES / "imbalanced6k" / "boundary_B600.json")
+    picked = run_case(feats, case, "reference")
+    assert np.unique(picked).size == picked.size - 1
+
+
+@pytest.mark.parametrize("path", CASES, ids=CASE_IDS)
+def test_paper_mode_on_fixtures(path):
+    feats, case = load_case(path)
+    picked = run_case(feats, case, "paper")
+    assert picked.dtype == np.int64 and picked.size == case["budget"]
+    assert np.unique(picked).size == picked.size
+    assert set(case["cores"]) <= set(picked.tolist())
+    overlap = len(set(picked.tolist()) & set(case["selected"])) / len(
+        set(picked.tolist()) | set(case["selected"])
+    )
+    assert overlap == pytest.approx(PAPER_OVERLAP[f"{path.parent.name}/{path.stem}"], abs=0.05)
+
+
+def test_paper_mode_is_deterministic_on_a_fixture():
+    feats, case = load_case(CASES[0])
+    np.testing.assert_array_equal(run_case(feats, case, "paper"), run_case(feats, case, "paper"))
+
+
+def test_matrix_free_path_gives_the_same_picks(monkeypatch):
+    """Huge classes compute distance blocks on the fly; the result must not change."""
+    feats, case = load_case(FIXTURES / "tinyclusters" / "boundary_B300.json")
+    expected = {mode: run_case(feats, case, mode) for mode in ("reference", "paper")}
+    monkeypatch.setattr(geometry, "STORE_LIMIT", 0)
+    monkeypatch.setattr(geometry, "BLOCK_ELEMENTS", 64)
+    for mode, picked in expected.items():
+        np.testing.assert_array_equal(run_case(feats, case, mode), picked)
+
+
+def test_normalize_equals_running_on_normalised_features():
+    feats, case = load_case(FIXTURES / "tinyclusters" / "boundary_B150.json")
+    unit = geometry.prepare(feats, normalize=True)
+    for mode in ("reference", "paper"):
+        np.testing.assert_array_equal(
+            run_case(feats, case, mode, normalize=True), run_case(unit, case, mode)
+        )
+
+
+def test_duplicates_of_cores_keep_paper_mode_valid():
+    feats = blobs(n=300, seed=4)
+    cores = [3, 50, 120, 200]
+    feats[[10, 11, 250]] = feats[3]  # copies of a core, before and after it
+    feats[60] = feats[50]
+    feats[77] = feats[120]
+    feats[200] = feats[120]  # two cores with identical features
+    for budget in (4, 40, 300):
+        picked = select("bilaf", feats, budget, 0, cores=cores, mode="paper")
+        assert picked.size == budget and np.unique(picked).size == budget
+        assert set(cores) <= set(picked.tolist())
+    with pytest.raises(SelectionError, match="same features"):
+        select("bilaf", feats, 40, 0, cores=cores, mode="reference")
+
+
+def test_paper_mode_with_a_single_core():
+    """No opponent class at all: every score is the ratio's limit, picks follow the removal."""
+    picked = select("bilaf", blobs(), 30, 0, cores=[5], mode="paper")
+    assert picked[0] == 5 and np.unique(picked).size == 30
+
+
+def test_paper_mode_tops_up_when_classes_run_dry():
+    feats = blobs(n=60, seed=5)
+    picked = select("bilaf", feats, 58, 0, cores=[0, 1, 2], mode="paper", p_rm=0.5)
+    assert picked.size == 58 and np.unique(picked).size == 58
+    assert {0, 1, 2} <= set(picked.tolist())
+
+
+@pytest.mark.parametrize(
+    ("options", "budget", "message"),
+    [
+        ({"cores": [0, 1, 2, 3, 4]}, 4, "budget 4 < 5 cores: raise the budget"),
+        ({"n_cores": 50}, 40, "budget 40 < 50 cores: raise the budget"),
+        ({"cores": [0, 1, 1]}, 40, "more than once"),
+        ({"cores": [0, 400]}, 40, "outside the pool"),
+        ({"cores": [0, 1], "n_cores": 3}, 40, "disagrees"),
+        ({}, 40, "cores=\\[...\\] or n_cores"),
+        ({"cores": [0, 1], "mode": "official"}, 40, "unknown bilaf mode"),
+        ({"cores": [0, 1], "k": 0}, 40, "k \\(density neighbours\\)"),
+        ({"cores": [0, 1], "p_in": 0}, 40, "p_in must be"),
+        ({"cores": [0, 1], "p_rm": 1.0}, 40, "p_rm must be"),
+        ({"cores": [0, 1], "delta": 0.9}, 40, "delta must be"),
+        ({"cores": [0], "mode": "reference"}, 40, "at least 2 cores"),
+        ({"cores": [0, 1], "device": "nonsense"}, 40, "not a torch device"),
+    ],
+)
+def test_bad_options_rejected(options, budget, message):
+    with pytest.raises(SelectionError, match=message):
+        select("bilaf", blobs(), budget, 0, **options)
+
+
+def test_reference_mode_refuses_a_class_without_budget():
+    rng = np.random.default_rng(1)
+    sizes, centres = (300, 95, 5), ((0, 0), (50, 0), (0, 50))
+    feats = np.vstack(
+        [rng.normal(c, 1, size=(m, 2)) for m, c in zip(sizes, centres, strict=True)]
+    ).astype(np.float32)
+    # a = ⌊3·|U|/Σ|U|⌋ = [2, 0, 0], the remainder goes to class 1: class 2 gets nothing
+    with pytest.raises(SelectionError, match="gets no budget"):
+        select("bilaf", feats, 3, 0, cores=[0, 300, 395], mode="reference")
+    assert select("bilaf", feats, 3, 0, cores=[0, 300, 395]).size == 3
+
+
+def test_allocation_hands_the_remainder_to_the_smallest_share():
+    sizes = np.array([50, 30, 20, 0])
+    np.testing.assert_array_equal(_allocate(10, sizes, reference=True), [5, 3, 2, 0])
+    # 7·[4, 3, 3]/10 = [2.8, 2.1, 2.1] -> [2, 2, 2]; one left: smallest allocation, larger class
+    np.testing.assert_array_equal(_allocate(7, np.array([4, 3, 3]), True), [3, 2, 2])
+    # paper mode: every class keeps at least its core, the largest allocation pays for it
+    np.testing.assert_array_equal(_allocate(4, np.array([97, 1, 1, 1]), False), [1, 1, 1, 1])
+    np.testing.assert_array_equal(_allocate(6, np.array([97, 1, 1, 1]), False), [3, 1, 1, 1])
+
+
+def transcribe_reference(x, cores, budget, k, p_in, p_rm, delta):
+    """SPEC §3 (reference mode) written out plainly: full float64 matrices from differences,
+    Python loops, stable sorts for every "ties by position"."""
+
+    def cdist(a, b):
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+    x = x.astype(np.float64)
+    to_cores = cdist(x, x[cores])
+    near = np.argmin(to_cores, axis=1)
+    pools = []
+    for j in range(len(cores)):
+        members = np.flatnonzero(near == j)
+        m = members.size
+        if m < 10:
+            pools.append(members)
+            continue
+        step = max(1, int(m * p_in))
+        dist = cdist(x[members], x[members])
+        order = list(np.argsort(dist[np.searchsorted(members, cores[j])], kind="stable")[:step])
+        for _ in range(2, m // step + 1):
+            waiting = [u for u in range(m) if u not in order]
+            scores = []
+            for u in waiting:
+                nearest = np.argsort(dist[u, order], kind="stable")[:k]
+                scores.append(dist[u, nearest].mean())  # the official indexing bug
+            order += [waiting[i] for i in np.argsort(scores, kind="stable")[:step]]
+        pools.append(members[order[: int(len(order) * (1 - p_rm))]])
+    sizes = np.array([p.size for p in pools])
+    alloc = budget * sizes // sizes.sum()
+    for _ in range(budget - alloc.sum()):
+        alloc[min(range(len(cores)), key=lambda j: (alloc[j], -sizes[j], j))] += 1
+    out = []
+    for j, pool in enumerate(pools):
+        dist = cdist(x[pool], x[pool])
+        intra = dist.mean(axis=1)
+        opp = np.argsort(to_cores[pool], axis=1, kind="stable")[:, 1]
+        inter = to_cores[pool, opp]
+        pen = np.ones(len(cores))
+        core = int(np.flatnonzero(pool == cores[j])[0])
+        picks, cand, drop = [core], np.arange(pool.size), pool.size // alloc[j]
+        while len(picks) < alloc[j]:
+            cand = cand[np.argsort(dist[picks[-1], cand], kind="stable")][drop:]
+            if picks[-1] != core:
+                pen[opp[picks[-1]]] *= delta
+            score = (inter[cand] * pen[opp[cand]] - intra[cand]) / np.maximum(
+                inter[cand], intra[cand]
+            )
+            picks.append(int(cand[np.argmin(score)]))
+        out.extend(pool[picks])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reference_mode_equals_a_plain_transcription(seed):
+    """Small pools with exact ties (integer features), duplicate rows and (seed 5) repeated picks:
+    the fixtures have no ties."""
+    rng = np.random.default_rng(seed)
+    n, d, n_cls = 150 + 40 * seed, 3 + seed, 3 + seed
+    centres = rng.normal(0, 3, size=(n_cls + 2, d))
+    x = centres[rng.integers(0, n_cls + 2, n)] + rng.normal(0, 1, size=(n, d))
+    x = np.round(x if seed % 2 else 2 * x).astype(np.float32)
+    x[rng.choice(n, 15)] = x[rng.choice(n, 15)]
+    cores = rng.choice(n, n_cls, replace=False)
+    assert np.unique(x[cores], axis=0).shape[0] == n_cls  # identical cores break the original
+    params = {"k": 3 + seed, "p_in": (0.1, 0.2, 0.05)[seed % 3], "p_rm": 0.1 * (seed % 3)}
+    params["delta"] = (1.0, 1.1, 1.5)[seed % 3]
+    budget = int(rng.integers(2 * n_cls, n // 2))
+    want = transcribe_reference(x, cores, budget, **params)
+    got = select("bilaf", x, budget, 0, cores=cores, mode="reference", **params)
+    np.testing.assert_array_equal(got, want)
+
+
+def brute_nearest(x: np.ndarray, cores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Direct float64 distances from differences; order by (distance, core position)."""
+    dist = np.sqrt(((x.astype(np.float64)[:, None, :] - cores.astype(np.float64)) ** 2).sum(-1))
+    order = np.lexsort((np.broadcast_to(np.arange(len(cores)), dist.shape), dist), axis=1)
+    order = order[:, :depth]
+    return order, np.take_along_axis(dist, order, axis=1)
+
+
+@pytest.mark.parametrize("kind", ["integer", "near-tie", "gaussian"])
+def test_nearest_cores_equals_brute_force(kind, monkeypatch):
+    rng = np.random.default_rng(7)
+    if kind == "integer":  # many exact ties, and duplicate cores
+        x = rng.integers(-2, 3, size=(500, 6)).astype(np.float32)
+        cores = x[[0, 1, 2, 3, 4, 0, 7]]
+        cores[5] = x[0]
+    elif kind == "near-tie":  # a large common offset: float32 Gram values cannot tell them apart
+        base = rng.normal(0, 1, size=8) * 1000
+        x = (base + rng.normal(0, 1e-2, size=(500, 8))).astype(np.float32)
+        cores = (base + rng.normal(0, 1e-2, size=(30, 8))).astype(np.float32)
+    else:
+        x = rng.normal(0, 1, size=(500, 12)).astype(np.float32)
+        cores = rng.normal(0, 1, size=(300, 12)).astype(np.float32)
+    monkeypatch.setattr(geometry, "BLOCK_ELEMENTS", 4096)  # several row blocks
+    for depth in (1, 2, 4):
+        ids, dists = geometry.nearest_cores(x, cores, depth)
+        want_ids, want_d = brute_nearest(x, cores, depth)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_allclose(dists, want_d, rtol=1e-14, atol=1e-14)
+
+
+def test_nearest_cores_torch_path_agrees():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x = rng.integers(-2, 3, size=(300, 5)).astype(np.float32)
+    cores = x[rng.choice(300, 40, replace=False)]
+    want = geometry.nearest_cores(x, cores, 3)
+    got = geometry.nearest_cores(x, cores, 3, torch_device=torch.device("cpu"))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_cluster_distances_match_differences(store, monkeypatch):
+    rng = np.random.default_rng(9)
+    rows = rng.normal(3, 1, size=(120, 10)).astype(np.float32)
+    rows[[5, 40, 90]] = rows[17]  # duplicates: exactly 0 apart, exactly tied to everything
+    monkeypatch.setattr(geometry, "BLOCK_ELEMENTS", 500)
+    dist = geometry.ClusterDistances(rows, rows[0], store=store)
+    r64 = rows.astype(np.float64)
+    want = np.sqrt(((r64[:, None] - r64[None]) ** 2).sum(-1))
+    every = np.arange(120)
+    full = dist.rows(every)
+    np.testing.assert_allclose(full, want, rtol=1e-12, atol=1e-12)
+    assert (full[17, [5, 40, 90]] == 0).all() and (np.diag(full) == 0).all()
+    assert not store or (full == full.T).all()  # the stored matrix is symmetric, like cdist
+    np.testing.assert_array_equal(full[:, 5], full[:, 17])
+    np.testing.assert_allclose(dist.from_member(40), full[40], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(dist.from_member(40), dist.from_member(17))
+    np.testing.assert_array_equal(dist.to_centre(), np.sqrt(((r64 - r64[0]) ** 2).sum(-1)))
+    cols = rng.integers(0, 120, size=(120, 4))
+    np.testing.assert_allclose(
+        dist.gather(every, cols), np.take_along_axis(want, cols, 1), rtol=1e-12, atol=1e-12
+    )
+    pool = rng.choice(120, 50, replace=False)
+    np.testing.assert_allclose(dist.mean_to(pool), want[:, pool].mean(1), rtol=1e-12)
+    np.testing.assert_allclose(dist.to_point(r64[3]), want[3], rtol=1e-12, atol=1e-12)
