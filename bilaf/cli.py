@@ -38,17 +38,19 @@ SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
 JSON_LIST_OPTIONS = {"cores", "init_ids"}
 
 
-def _add_select(sub: argparse._SubParsersAction, with_methods: bool) -> None:
-    """The `select` subcommand; its per-method parsers only when needed (they import torch)."""
+def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    """The `select` subcommand; the parser of each method named in ``argv`` (all for --help)."""
     select = sub.add_parser("select", help="select a budget of pool samples with one method")
     select.set_defaults(func=cmd_select)
-    if not with_methods:
+    if "select" not in argv:
         return
-    from bilaf.selection import REGISTRY
+    from bilaf.selection import METHOD_MODULES, get_method
 
+    after = argv[argv.index("select") + 1 : argv.index("select") + 2]
+    named = [name for name in after if name in METHOD_MODULES]
     methods = select.add_subparsers(dest="method", required=True, metavar="METHOD")
-    for name in sorted(REGISTRY):
-        doc = (REGISTRY[name].__doc__ or "").strip().splitlines()
+    for name in named or sorted(METHOD_MODULES):  # importing a method's module may load torch
+        doc = (get_method(name).__doc__ or "").strip().splitlines()
         p = methods.add_parser(name, help=doc[0] if doc else name)
         p.add_argument("--features", required=True, help=".npy file or zarr store (n, d)")
         p.add_argument("--budget", type=int, required=True, help="number of samples to pick")
@@ -100,7 +102,8 @@ def cmd_select(args: argparse.Namespace) -> None:
         options[key.replace("-", "_")] = _option_value(value)
     if args.device and args.method != "random":
         options["device"] = args.device
-    _set_threads(args.threads)
+    if "torch" in sys.modules:  # the method's module loaded it; numpy-only methods skip it
+        _set_threads(args.threads)
     picked = select(args.method, args.features, args.budget, args.seed, **options)
     write_json(args.out, [int(i) for i in picked])
     inputs = {"features": args.features}
@@ -184,7 +187,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from bilaf.features import open_features
     from bilaf.finetune import fit_knn, fit_linear, labeled_subset, save_model
 
-    _set_threads(args.threads)
     start = time.perf_counter()
     features, labels = open_features(args.features)
     x, y = labeled_subset(features, labels, np.asarray(read_json(args.selection)))
@@ -196,6 +198,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     if args.mode == "linear":
+        _set_threads(args.threads)
         model = fit_linear(x, y, args.n_classes, args.c, args.max_iter)
         recipe = {
             "optimizer": "lbfgs",
@@ -348,7 +351,8 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
+def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
+    """The CLI; of `select`, only the parsers of the methods ``argv`` names (all when none)."""
     from bilaf.finetune_full import Recipe
 
     parser = argparse.ArgumentParser(prog="bilaf", description=__doc__)
@@ -390,7 +394,7 @@ def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=Path, default=None, help="default: <out>.samples.csv")
     p.set_defaults(func=cmd_extract)
 
-    _add_select(sub, with_select_methods)
+    _add_select(sub, list(argv))
 
     p = sub.add_parser("finetune", help="train a probe on the selected samples' features")
     p.add_argument("--features", type=Path, required=True, help="pool feature store")
@@ -466,7 +470,7 @@ def build_parser(with_select_methods: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(with_select_methods="select" in argv).parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         args.func(args)
     except ValueError as err:  # every bilaf error class is a ValueError: message, no traceback

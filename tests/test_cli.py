@@ -48,9 +48,9 @@ def test_bad_budget_is_a_clear_error_and_writes_nothing(features, tmp_path, caps
 
 
 def test_select_help_lists_every_method(capsys):
-    from bilaf.selection import REGISTRY
+    from bilaf.selection import METHOD_MODULES
 
     with pytest.raises(SystemExit):
         main(["select", "--help"])
     text = capsys.readouterr().out
-    assert all(name in text for name in REGISTRY)
+    assert all(name in text for name in METHOD_MODULES)

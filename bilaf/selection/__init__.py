@@ -1,17 +1,14 @@
 """Selection methods behind one interface: ``select(method, features, budget, seed, **options)``.
 
-Importing this package registers every method module below.
+Each method lives in its own module, imported on first use (``METHOD_MODULES``).
 """
 
-from bilaf.selection import (
-    activeft,  # noqa: F401  (registers "activeft")
-    bilaf,  # noqa: F401  (registers "bilaf")
-    fds,  # noqa: F401  (registers "fds")
-    kmeans,  # noqa: F401  (registers "kmeans")
-    probcover,  # noqa: F401  (registers "probcover")
-    random_sampling,  # noqa: F401  (registers "random")
-    typiclust,  # noqa: F401  (registers "typiclust")
+from bilaf.selection.base import (
+    METHOD_MODULES,
+    SelectionError,
+    get_method,
+    load_features,
+    select,
 )
-from bilaf.selection.base import REGISTRY, SelectionError, load_features, select
 
-__all__ = ["REGISTRY", "SelectionError", "load_features", "select"]
+__all__ = ["METHOD_MODULES", "SelectionError", "get_method", "load_features", "select"]

@@ -8,6 +8,7 @@ every method is held to the same contract.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ import numpy as np
 FeatureSource = Any  # np.ndarray, zarr.Array, or a path to a .npy file / zarr store
 Method = Callable[..., np.ndarray]
 
+# Method name -> the module that registers it, imported on first use: a light method (random,
+# BiLAF given its cores) then starts without paying for torch.
+METHOD_MODULES = {
+    "activeft": "bilaf.selection.activeft",
+    "bilaf": "bilaf.selection.bilaf",
+    "fds": "bilaf.selection.fds",
+    "kmeans": "bilaf.selection.kmeans",
+    "probcover": "bilaf.selection.probcover",
+    "random": "bilaf.selection.random_sampling",
+    "typiclust": "bilaf.selection.typiclust",
+}
 REGISTRY: dict[str, Method] = {}
 # Per method: given the options, may it return a sample twice? (Only the official code's quirks do.)
 ALLOWS_DUPLICATES: dict[str, Callable[[dict[str, Any]], bool]] = {}
@@ -46,6 +58,14 @@ def register(
         return fn
 
     return wrap
+
+
+def get_method(name: str) -> Method:
+    """The selection function registered as ``name``, importing its module if needed."""
+    if name not in METHOD_MODULES:
+        raise SelectionError(f"unknown selection method {name!r}; known: {sorted(METHOD_MODULES)}")
+    importlib.import_module(METHOD_MODULES[name])
+    return REGISTRY[name]
 
 
 def load_features(source: FeatureSource) -> Any:
@@ -113,13 +133,12 @@ def select(
     method: str, features: FeatureSource, budget: int, seed: int = 0, **options: Any
 ) -> np.ndarray:
     """Select ``budget`` pool indices with ``method``; checks the contract on both sides."""
-    if method not in REGISTRY:
-        raise SelectionError(f"unknown selection method {method!r}; known: {sorted(REGISTRY)}")
+    fn = get_method(method)
     feats = load_features(features)
     check_features(feats)
     n = feats.shape[0]
     check_budget(budget, n)
-    picked = np.asarray(REGISTRY[method](feats, int(budget), int(seed), **options), dtype=np.int64)
+    picked = np.asarray(fn(feats, int(budget), int(seed), **options), dtype=np.int64)
     if picked.ndim != 1 or picked.size != budget:
         raise RuntimeError(f"{method} returned {picked.size} indices for budget {budget}")
     if picked.size and (picked.min() < 0 or picked.max() >= n):

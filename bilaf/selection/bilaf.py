@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -88,14 +89,15 @@ def _resolve_cores(
             raise SelectionError(
                 f"budget {budget} < {n_cores} cores: raise the budget or lower the core count"
             )
-        from bilaf.selection import activeft  # noqa: F401  (registers "activeft")
-
         ids = select("activeft", features, int(n_cores), seed, device=device)
     if budget < ids.size:
         raise SelectionError(
             f"budget {budget} < {ids.size} cores: raise the budget or lower the core count"
         )
     return ids
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")  # present where a CUDA or ROCm driver is
 
 
 def _torch_device(device: Any) -> Any:
@@ -105,6 +107,8 @@ def _torch_device(device: Any) -> Any:
     """
     if device is not None and str(device) == "cpu":
         return None
+    if device is None and not any(map(os.path.exists, GPU_DEVICE_FILES)):
+        return None  # no GPU driver: skip importing torch (seconds per job)
     import torch
 
     if device is None:
