@@ -14,6 +14,7 @@ CORES ?= all
 
 run: $(STAMP) data
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html $(ARGS)
 
 test: $(STAMP) data
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(ARGS)

@@ -6,12 +6,22 @@ this process's memory at once. Each case runs in its own subprocess so its peak 
 
     python bench/bench_selection.py --n 50000 --cases boundary:250:2500 boundary:50:500 \
         activeft:250 fds:500
-    python bench/bench_selection.py --n 1281167 --zarr /tmp/in1k.zarr --cases boundary:6405:12811
+    python bench/bench_selection.py --n 1281167 --zarr /tmp/in1k.zarr \
+        --cases boundary:6405:12811:paper boundary:6405:12811:reference activeft:6405:100000:100
 
 A case is METHOD:ARG[:ARG]: ``boundary:K:B`` times BiLAF (paper and reference mode) from K
-seeded random cores to budget B (the cores' own selection is not timed); ``activeft:K`` times
-300 full-batch iterations (``activeft:K:BATCH:ITERS`` for the ImageNet recipe); any other method
-``NAME:B`` times ``select(NAME, features, B)``.
+seeded random cores to budget B (the cores' own selection is not timed; ``boundary:K:B:MODE``
+runs one mode, so its peak RSS is its own); ``activeft:K`` times 300 full-batch iterations
+(``activeft:K:BATCH:ITERS`` for the ImageNet recipe); any other method ``NAME:B`` times
+``select(NAME, features, B)``. ``--repeat R`` runs every case R times, each in a fresh process,
+and reports the best time with the spread (worst − best).
+
+ActiveFT cases also split the timed call into its parts (summed over the run: batch reads, Adam
+steps, readout) and time, in the same process afterwards, one step and the bare matrix products
+it stands in for on the same rows (the whole pool, or one batch): the forward n×d×K product
+alone, and forward + backward (f·θᵀ, then its n×K result back through fᵀ: the two products
+plain autograd of the θ-only loss does). The ``ratio:`` rows are step time over those (the
+target is step / fwd+bwd <= 1.5).
 """
 
 from __future__ import annotations
@@ -59,37 +69,106 @@ def materialise(n: int, d: int, clusters: int, seed: int, zarr_path: str | None)
     return str(path)
 
 
+def _timed(module, name: str, totals: dict) -> None:
+    """Wrap ``module.name`` so the seconds and calls spent in it add up in ``totals[name]``."""
+    inner = getattr(module, name)
+    totals[name] = [0.0, 0]
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[name][0] += time.perf_counter() - t0
+            totals[name][1] += 1
+
+    setattr(module, name, wrapper)
+
+
+def _best_of(fn, repeats: int = 3) -> float:
+    """Best seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def _activeft_case(features, n: int, seed: int, args: list[str]) -> list:
+    """ActiveFT: the timed call, its parts, and one step against the bare products it needs."""
+    import torch
+
+    from bilaf.selection import activeft as aft
+    from bilaf.selection import select
+
+    k = int(args[0])
+    options = {"batch_size": int(args[1]), "iters": int(args[2])} if len(args) > 1 else {}
+    totals: dict = {}
+    for name in ("_gather", "_step", "_readout"):
+        _timed(aft, name, totals)
+    start = time.perf_counter()
+    select("activeft", features, k, seed, **options)
+    label = f"activeft K={k}" + (
+        f", batch {args[1]}, {args[2]} iters" if options else ", 300 iters"
+    )
+    rows = [(label, time.perf_counter() - start)]
+    step_s, steps = totals["_step"]
+    if options:
+        rows.append((f"  of which: reading {steps} batches (gather)", totals["_gather"][0]))
+    rows.append((f"  of which: {steps} Adam steps", step_s))
+    rows.append(("  of which: readout", totals["_readout"][0]))
+
+    # One step and the bare products on the same rows, in this process, after the run.
+    dev = aft._device(None)
+    if options:
+        batch = np.sort(np.random.default_rng(seed + 1).choice(n, options["batch_size"], False))
+        feats = aft._normalise(aft._gather(features, batch), dev)
+        where = f"batch of {options['batch_size']}"
+    else:
+        feats = aft._load(features, dev)
+        where = f"all {n} rows"
+    init = np.random.default_rng(seed).choice(feats.shape[0], size=k, replace=False)
+    theta = feats[torch.from_numpy(init).to(dev)].clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=1e-3)
+    one_step = _best_of(lambda: aft._step(feats, theta, opt, 0.07, 1.0))
+
+    def forward() -> None:
+        with torch.no_grad():
+            feats @ theta.T
+
+    def forward_backward() -> None:
+        with torch.no_grad():
+            (feats @ theta.T).T @ feats
+
+    fwd, fwd_bwd = _best_of(forward), _best_of(forward_backward)
+    rows.append((f"  one step, {where} (best of 3)", one_step))
+    rows.append((f"  bare forward product, {where}", fwd))
+    rows.append((f"  bare forward+backward products, {where}", fwd_bwd))
+    rows.append(("  ratio: mean step in the run / bare fwd+bwd", step_s / steps / fwd_bwd))
+    rows.append(("  ratio: one step / bare fwd+bwd", one_step / fwd_bwd))
+    rows.append(("  ratio: one step / bare forward", one_step / fwd))
+    return rows
+
+
 def run_case(case: str, source, n: int, seed: int) -> dict:
-    """Run one case in this process; return its timing."""
-    from bilaf.selection import load_features, select
+    """Run one case in this process; return its timing (module imports, torch's included, are
+    done before the clock starts)."""
+    from bilaf.selection import get_method, load_features, select
 
     method, *args = case.split(":")
+    get_method("bilaf" if method == "boundary" else method)
     features = load_features(source)
     rows = []
     if method == "boundary":
         k, budget = int(args[0]), int(args[1])
         cores = np.random.default_rng(seed).choice(n, size=k, replace=False).tolist()
-        for mode in ("paper", "reference"):
+        for mode in args[2:] or ("paper", "reference"):
             start = time.perf_counter()
             select("bilaf", features, budget, seed, cores=cores, mode=mode)
             rows.append((f"bilaf {mode}, {k} cores -> {budget}", time.perf_counter() - start))
     elif method == "activeft":
-        k = int(args[0])
-        options = {"batch_size": int(args[1]), "iters": int(args[2])} if len(args) > 1 else {}
-        start = time.perf_counter()
-        select("activeft", features, k, seed, **options)
-        label = f"activeft K={k}" + (f", batch {args[1]}, {args[2]} iters" if options else "")
-        rows.append((label, time.perf_counter() - start))
-        if not options:
-            from bilaf.selection.activeft import iteration_cost
-
-            cost = iteration_cost(features, k, seed)
-            rows.append(
-                (
-                    f"activeft K={k}: one iteration / bare matmuls",
-                    cost["iteration_s"] / cost["matmul_s"],
-                )
-            )
+        rows = _activeft_case(features, n, seed, args)
     else:
         budget = int(args[0])
         start = time.perf_counter()
@@ -107,6 +186,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--zarr", default=None, help="store features here (for large n)")
     parser.add_argument("--cases", nargs="+", required=True)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is shown)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
 
@@ -121,20 +201,31 @@ def main() -> None:
         f"zarr={bool(args.zarr)} | {platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d')}"
     )
-    print("| case | seconds (ratio for cost rows) | peak RSS GB (whole case) |\n|---|---|---|")
+    print(
+        f"| case | seconds, best of {args.repeat} (ratio rows: ratio) | spread (worst - best) "
+        "| peak RSS GB (whole case, worst run) |\n|---|---|---|---|"
+    )
     for case in args.cases:
-        child = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--one", case],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if child.returncode != 0:
-            print(f"| {case} | failed: {child.stderr.strip().splitlines()[-1]} | |")
+        results = []
+        for _ in range(args.repeat):
+            child = subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--one", case],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if child.returncode != 0:
+                last = (child.stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1]
+                print(f"| {case} | failed: {last} | | |", flush=True)
+                break
+            results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        if not results:
             continue
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        for label, value in result["rows"]:
-            print(f"| {label} | {value:.2f} | {result['peak_rss_gb']:.2f} |", flush=True)
+        peak = max(r["peak_rss_gb"] for r in results)
+        for i, (label, _) in enumerate(results[0]["rows"]):
+            values = [r["rows"][i][1] for r in results]
+            spread = f"{max(values) - min(values):.3f}" if len(values) > 1 else "-"
+            print(f"| {label} | {min(values):.3f} | {spread} | {peak:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -341,7 +341,26 @@ class AuditFailed(ValueError):
 def cmd_report(args: argparse.Namespace) -> None:
     from bilaf.report import write_report
 
-    write_report(args.metrics, args.csv, args.md, args.plot, args.method_order, args.title)
+    written = write_report(
+        args.metrics, args.tables_dir, args.plots_dir, args.method_order, args.title
+    )
+    print("\n".join(map(str, written)))
+
+
+def cmd_map(args: argparse.Namespace) -> None:
+    from bilaf.features import open_features
+    from bilaf.pool_map import plot_pool_map
+
+    selections = {}
+    for item in args.selection:
+        name, eq, path = item.partition("=")
+        if not (name and eq and path) or name in selections:
+            raise ValueError(f"--selection {item!r}: expected NAME=PATH with a new NAME")
+        selections[name] = read_json(path)
+    cores = read_json(args.cores) if args.cores else None
+    features, labels = open_features(args.features)
+    written = plot_pool_map(features, labels, selections, cores, args.out, args.title)
+    print("\n".join(map(str, written)))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -457,14 +476,27 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the rerun sample")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("report", help="summary table (CSV, Markdown) and accuracy plot")
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--csv", type=Path, required=True)
-    p.add_argument("--md", type=Path, required=True)
-    p.add_argument("--plot", type=Path, required=True)
-    p.add_argument("--method-order", nargs="*", default=None)
-    p.add_argument("--title", default="")
+    p = sub.add_parser("report", help="paper-style tables (CSV, Markdown) and plots (PNG, SVG)")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files of the runs")
+    p.add_argument("--tables-dir", type=Path, required=True, help="folder for the tables")
+    p.add_argument("--plots-dir", type=Path, required=True, help="folder for the plots")
+    p.add_argument("--method-order", nargs="*", default=None, help="row / legend order")
+    p.add_argument("--title", default="", help="headline of every table and plot")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("map", help="2-D PCA map of the pool with each method's picks")
+    p.add_argument("--features", type=Path, required=True, help="pool feature store (zarr)")
+    p.add_argument(
+        "--selection",
+        nargs="+",
+        required=True,
+        metavar="NAME=PATH",
+        help="a method's picks: JSON list of pool indices; one panel each",
+    )
+    p.add_argument("--cores", type=Path, default=None, help="JSON list of BiLAF core ids")
+    p.add_argument("--title", required=True, help="headline of the figure")
+    p.add_argument("--out", type=Path, nargs="+", required=True, help=".png and/or .svg files")
+    p.set_defaults(func=cmd_map)
     return parser
 
 

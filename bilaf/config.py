@@ -7,7 +7,10 @@ so a bad config fails before any job runs.
 
 from __future__ import annotations
 
+import copy
 import functools
+import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,96 @@ BOUNDARY_METHODS = ("bilaf", "bilaf_reference")
 NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
+# BiLAF parameters a sweep may vary (the paper's Fig. 4 analogue); `cores` changes the core count.
+SWEEP_PARAMS = {"delta": float, "p_rm": float, "p_in": float, "k": int, "cores": float}
+
+
 class ConfigError(ValueError):
     """The config is inconsistent; the message names the key."""
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``patch`` merged over it: nested mappings merge, other values replace."""
+    merged = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def dataset_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The grid's datasets, each with its whole config: ``datasets.<name>`` merged over the rest.
+
+    Without ``datasets`` the grid is the one dataset of the top level.
+    """
+    base = {key: value for key, value in config.items() if key != "datasets"}
+    patches = config.get("datasets") or {base["dataset"]["name"]: {}}
+    configs = {}
+    for name, patch in patches.items():
+        merged = deep_merge(base, patch or {})
+        merged["dataset"]["name"] = name
+        configs[name] = merged
+    return configs
+
+
+def sweep_point_name(method: str, values: dict[str, Any]) -> str:
+    """``bilaf@delta=1.2,p_rm=0.05``: a sweep point as a pipeline method name."""
+    return method + "@" + ",".join(f"{key}={value:g}" for key, value in values.items())
+
+
+def parse_method(name: str) -> tuple[str, dict[str, float | int]]:
+    """A pipeline method name -> (base method, swept BiLAF parameters in order); {} outside sweeps.
+
+    Raises ConfigError on a malformed sweep name, so a typo never becomes a silent extra method.
+    """
+    base, at, point = name.partition("@")
+    if not at:
+        return name, {}
+    values: dict[str, float | int] = {}
+    for item in point.split(","):
+        key, eq, text = item.partition("=")
+        if not (base and eq) or key not in SWEEP_PARAMS or key in values:
+            raise ConfigError(
+                f"bad sweep method {name!r}: expected base@key=value[,key=value] with keys "
+                f"from {sorted(SWEEP_PARAMS)}"
+            )
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"sweep method {name!r}: {key}={text!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"sweep method {name!r}: {key}={text!r} is not finite")
+        values[key] = int(number) if SWEEP_PARAMS[key] is int or number.is_integer() else number
+    return base, values
+
+
+def sweep_methods(config: dict[str, Any]) -> list[str]:
+    """Every point of the configured sweep as a method name; [] when there is no sweep."""
+    sweep = config.get("sweep")
+    if not sweep:
+        return []
+    keys = list(sweep["params"])
+    grid = itertools.product(*(sweep["params"][key] for key in keys))
+    return [
+        sweep_point_name(sweep["method"], dict(zip(keys, point, strict=True))) for point in grid
+    ]
+
+
+def sweep_budgets(config: dict[str, Any]) -> list[int]:
+    """The budgets the sweep runs at, as counts."""
+    sweep = config.get("sweep")
+    if not sweep:
+        return []
+    pool = pool_size(config)
+    return [resolve_count(b, pool, f"sweep.budgets[{i}]") for i, b in enumerate(sweep["budgets"])]
+
+
+def method_cores(config: dict[str, Any], method: str) -> int:
+    """BiLAF's core count for a pipeline method: the config's, or the sweep point's."""
+    value = parse_method(method)[1].get("cores", config["cores"])
+    return resolve_count(value, pool_size(config), "cores")
 
 
 def split_sizes(config: dict[str, Any]) -> dict[str, int]:
@@ -104,6 +195,23 @@ def check_schema(config: dict[str, Any], schema_path: str | Path) -> None:
         raise ConfigError(f"config key {key.lstrip('.') or '(top level)'}: {error.message}")
 
 
+def check_grid(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Any]]:
+    """Check every dataset's merged config (schema, then :func:`check_config`); return them.
+
+    An error in a dataset of ``datasets`` is prefixed with ``datasets.<name>:``.
+    """
+    grid = dataset_configs(config)
+    for name, dataset_config in grid.items():
+        try:
+            check_schema(dataset_config, schema_path)
+            check_config(dataset_config)
+        except ConfigError as err:
+            if "datasets" not in config:
+                raise
+            raise ConfigError(f"datasets.{name}: {err}") from None
+    return grid
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for what the schema cannot see: folders, sizes, budgets vs pool, cores."""
     dataset = config["dataset"]
@@ -139,4 +247,12 @@ def check_config(config: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"budgets[{i}]: {budget} < {cores} cores for BiLAF: raise the budget or "
                     "lower cores"
+                )
+    for i, budget in enumerate(sweep_budgets(config)):
+        for method in sweep_methods(config):
+            k = method_cores(config, method)
+            if not k <= budget <= pool:
+                raise ConfigError(
+                    f"sweep.budgets[{i}]: {budget} must lie between the {k} cores of {method} "
+                    f"and the pool size {pool}"
                 )

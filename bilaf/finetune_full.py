@@ -204,6 +204,7 @@ def train_full(
         generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=generator)
         epoch_loss = 0.0
+        epoch_start = time.perf_counter()
         for step in range(steps_per_epoch):
             rows = order[step * recipe.total_batch : (step + 1) * recipe.total_batch]
             x_all = _batch(train_images[rows.numpy()], prep, device, generator, recipe.min_crop)
@@ -217,7 +218,14 @@ def train_full(
             loss.backward()
             optimizer.step()
             epoch_loss += float(loss.detach()) / steps_per_epoch
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": epoch_loss}
+        # throughput and memory of the training steps (evaluation excluded), for the GPU check
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": epoch_loss,
+            "images_per_s": n / (time.perf_counter() - epoch_start),
+        }
+        if on_cuda:
+            record["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
             logits = predict(model, test_images, prep, device)
             record["top1"] = 100.0 * float((logits.argmax(1) == test_labels).mean())

@@ -1,35 +1,105 @@
-"""Collect per-run metrics into tables (method x budget, mean±std over seeds) and a plot."""
+"""Collect per-run metrics into paper-style tables and plots.
+
+Tables: method x budget, mean±std over seeds, one block per dataset x finetune mode (the paper's
+Table 1 layout), plus a long one-row-per-run CSV. Plots: accuracy vs budget per dataset, and for
+parameter sweeps (methods named ``base@k1=v1,k2=v2``) a heat-map per dataset (the paper's Fig. 4).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from bilaf.audit import MANIFEST_SUFFIX
+from bilaf.config import parse_method
 from bilaf.io import atomic_path, read_json
 
 RUN_KEYS = ("dataset", "finetune_mode", "method", "budget", "seed")
 CELL_KEYS = ["dataset", "finetune_mode", "method", "budget"]
+# Scalar metrics-file keys copied to runs.csv when present (plus every ``*_seconds`` key).
+SCALAR_KEYS = (
+    "top1",
+    "top5",
+    "best_top1",
+    "last_top1",
+    "n_labeled",
+    "n_test",
+    "n_classes",
+    "device",
+)
+SUMMARY_COLUMNS = ["mean", "std", "n_seeds", "best"]
+ACCURACY_LABEL = "test top-1 accuracy (%)"
 
 
 def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: its keys and top-1, from metrics JSON files."""
+    """One row per run (every run, sweep points included): its keys and scalar metrics."""
+    keep = (*RUN_KEYS, *SCALAR_KEYS)
     rows = []
     for path in paths:
         m = read_json(path)
-        rows.append({**{k: m[k] for k in RUN_KEYS}, "top1": m["top1"], "metrics_file": str(path)})
+        missing = [k for k in (*RUN_KEYS, "top1") if k not in m]
+        if missing:
+            raise ValueError(f"metrics file {path} lacks {missing}")
+        manifest = Path(f"{path}{MANIFEST_SUFFIX}")
+        rows.append(
+            {
+                **{k: v for k, v in m.items() if k in keep or k.endswith("_seconds")},
+                "metrics_file": str(path),
+                "manifest": str(manifest) if manifest.exists() else None,
+            }
+        )
     if not rows:
         raise ValueError("no metrics files to report on")
-    return pd.DataFrame(rows).sort_values(list(RUN_KEYS), ignore_index=True)
+    runs = pd.DataFrame(rows)
+    seconds = sorted(c for c in runs.columns if c.endswith("_seconds"))
+    columns = [c for c in keep if c in runs.columns] + seconds + ["metrics_file", "manifest"]
+    return runs[columns].sort_values(list(RUN_KEYS), ignore_index=True)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; 0 for one seed) and seed count per table cell."""
+    """Mean, sample std (ddof=1; 0 for one seed), seed count and best-in-column flag per cell.
+
+    ``best``: the highest mean of its (dataset, finetune mode, budget) column; ties all count.
+    """
     grouped = runs.groupby(CELL_KEYS, sort=True)["top1"]
     table = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
     table["std"] = table["std"].fillna(0.0)
+    column_max = table.groupby(["dataset", "finetune_mode", "budget"])["mean"].transform("max")
+    table["best"] = table["mean"] == column_max
     return table
+
+
+def split_sweep(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(main runs, sweep runs); sweep methods renamed canonically (``1.20`` and ``1.2`` agree)."""
+    parsed = {name: parse_method(name) for name in runs["method"].unique()}
+    canonical = {
+        name: f"{base}@" + ",".join(f"{k}={v}" for k, v in params.items())
+        for name, (base, params) in parsed.items()
+        if params
+    }
+    is_sweep = runs["method"].isin(list(canonical))
+    sweep = runs[is_sweep].assign(method=runs.loc[is_sweep, "method"].map(canonical))
+    return runs[~is_sweep], sweep
+
+
+def sweep_summary(sweep_runs: pd.DataFrame) -> pd.DataFrame:
+    """The summary of sweep runs with their base method and one column per parameter."""
+    table = summarise(sweep_runs)
+    parsed = [parse_method(name) for name in table["method"]]
+    params = pd.DataFrame([p for _, p in parsed], index=table.index)
+    clash = set(params.columns) & set(table.columns)
+    if clash:
+        raise ValueError(f"sweep parameter names {sorted(clash)} clash with table columns")
+    table.insert(3, "base", [base for base, _ in parsed])
+    for i, column in enumerate(params.columns):
+        table.insert(4 + i, column, params[column])
+    return table.sort_values(
+        ["dataset", "finetune_mode", "base", *params.columns, "budget"], ignore_index=True
+    )
 
 
 def markdown_table(summary: pd.DataFrame, method_order: list[str] | None = None) -> str:
@@ -37,76 +107,219 @@ def markdown_table(summary: pd.DataFrame, method_order: list[str] | None = None)
     blocks = []
     for (dataset, mode), part in summary.groupby(["dataset", "finetune_mode"], sort=True):
         budgets = sorted(part["budget"].unique())
-        methods = [
-            m for m in (method_order or sorted(part["method"].unique())) if m in set(part["method"])
-        ]
-        best = part.loc[part.groupby("budget")["mean"].idxmax()].set_index("budget")["method"]
+        methods = _ordered(part["method"], method_order)
+        cells = part.set_index(["method", "budget"])
+        text = (
+            cells["mean"].map("{:.1f}".format)
+            + "±"
+            + cells["std"].map("{:.1f}".format)
+            + cells["n_seeds"].map(" ({})".format)
+        )
+        text = text.where(~cells["best"], "**" + text + "**")
+        grid = text.unstack("budget").reindex(index=methods, columns=budgets).fillna("")
         lines = [
-            f"### {dataset}, {mode} probe: test top-1 % (mean±std over seeds, n seeds)",
+            f"### {dataset}, finetune mode {mode}: test top-1 % (mean±std over seeds, n seeds)",
             "",
             "| method | " + " | ".join(f"B={b}" for b in budgets) + " |",
             "|---|" + "---|" * len(budgets),
+            *(
+                f"| {m} | " + " | ".join(row) + " |"
+                for m, row in zip(methods, grid.values, strict=True)
+            ),
         ]
-        cells = part.set_index(["method", "budget"])
-        for method in methods:
-            row = []
-            for budget in budgets:
-                if (method, budget) not in cells.index:
-                    row.append("")
-                    continue
-                r = cells.loc[(method, budget)]
-                text = f"{r['mean']:.1f}±{r['std']:.1f} ({int(r['n_seeds'])})"
-                row.append(f"**{text}**" if best[budget] == method else text)
-            lines.append(f"| {method} | " + " | ".join(row) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
-def plot_accuracy(summary: pd.DataFrame, out: str | Path, title: str = "") -> None:
-    """Accuracy vs budget, one panel per finetune mode, one line per method with a ±std band."""
+def _ordered(methods: pd.Series, order: list[str] | None) -> list[str]:
+    """The distinct methods: those in ``order`` first, in that order, then the rest sorted."""
+    present = set(methods)
+    first = [m for m in order or [] if m in present]
+    return first + sorted(present - set(first))
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (jobs run without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_paths(outs: Iterable[str | Path]) -> list[Path]:
+    """``outs`` as paths, or ValueError unless each ends in .png or .svg (the formats written)."""
+    paths = [Path(out) for out in outs]
+    bad = [str(p) for p in paths if p.suffix not in (".png", ".svg")]
+    if bad or not paths:
+        raise ValueError(f"plot paths must be given and end in .png or .svg: {bad}")
+    return paths
+
+
+def save_figure(fig: Any, outs: Iterable[str | Path]) -> list[Path]:
+    """Save ``fig`` atomically to every path (format from the suffix: png or svg); close it."""
+    outs = plot_paths(outs)
+    for out in outs:
+        fmt = out.suffix[1:]
+        with atomic_path(out) as tmp:  # no date in the SVG: reruns give the same file
+            fig.savefig(tmp, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+    pyplot().close(fig)
+    return outs
+
+
+def plot_accuracy(
+    summary: pd.DataFrame,
+    outs: Iterable[str | Path],
+    title: str = "",
+    method_order: list[str] | None = None,
+) -> list[Path]:
+    """Accuracy vs budget of one dataset: a panel per finetune mode, a line per method ± std.
+
+    Each method keeps its colour and marker in every panel.
+    """
+    plt = pyplot()
     modes = sorted(summary["finetune_mode"].unique())
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.6 * len(modes), 4.2), dpi=120, squeeze=False)
+    methods = _ordered(summary["method"], method_order)
+    style = {
+        m: (plt.get_cmap("tab10")(i % 10), "osD^v<>ph*"[i % 10]) for i, m in enumerate(methods)
+    }
     budgets = sorted(summary["budget"].unique())
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.6 * len(modes), 4.4), dpi=120, squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
-        for method, part in summary[summary["finetune_mode"] == mode].groupby("method"):
-            part = part.sort_values("budget")
-            ax.plot(part["budget"], part["mean"], marker="o", label=method)
-            ax.fill_between(
-                part["budget"], part["mean"] - part["std"], part["mean"] + part["std"], alpha=0.2
-            )
+        part = summary[summary["finetune_mode"] == mode]
+        for method in _ordered(part["method"], methods):
+            line = part[part["method"] == method].sort_values("budget")
+            colour, marker = style[method]
+            ax.plot(line["budget"], line["mean"], marker=marker, color=colour, label=method)
+            low, high = line["mean"] - line["std"], line["mean"] + line["std"]
+            ax.fill_between(line["budget"], low, high, color=colour, alpha=0.15, linewidth=0)
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.minorticks_off()
-        ax.set_xlabel("labeling budget B (images)")
-        ax.set_ylabel("test top-1 accuracy (%)")
-        ax.set_title(f"{mode} probe")
+        ax.set_xlabel("labeling budget B (images, log scale)")
+        ax.set_ylabel(ACCURACY_LABEL)
+        ax.set_title(f"finetune mode: {mode}")
         ax.grid(alpha=0.3)
-        ax.legend(title="method")
-    fig.suptitle(title or "accuracy vs budget (mean ± std over seeds)")
+        ax.legend(title="method", fontsize="small")
+    dataset = summary["dataset"].iloc[0]
+    heading = f"{dataset}: accuracy vs labeling budget (mean ± std over seeds)"
+    fig.suptitle(f"{heading}\n{title}" if title else heading)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=Path(out).suffix.lstrip("."))
-    plt.close(fig)
+    return save_figure(fig, outs)
 
 
-def write_report(
-    metrics: list[str],
-    csv: str | Path,
-    md: str | Path,
-    plot: str | Path,
-    method_order: list[str] | None = None,
-    title: str = "",
-) -> pd.DataFrame:
-    """Write the summary CSV, the Markdown table and the plot; return the summary."""
-    summary = summarise(collect(metrics))
+def plot_sweep(table: pd.DataFrame, outs: Iterable[str | Path], title: str = "") -> list[Path]:
+    """Heat-maps of one dataset's sweep: a panel per (base method, finetune mode) x budget.
+
+    Rows = values of the first parameter, columns = values of the second (or of the rest;
+    one row when there is a single parameter); cells = mean top-1, annotated.
+    """
+    plt = pyplot()
+    fixed = {"dataset", "finetune_mode", "method", "base", "budget", *SUMMARY_COLUMNS}
+    params = [c for c in table.columns if c not in fixed]
+    budgets = sorted(table["budget"].unique())
+    panels = [
+        (base, mode, [p for p in params if part[p].notna().all()], part)
+        for (base, mode), part in table.groupby(["base", "finetune_mode"], sort=True)
+    ]
+    # Panel size grows with the grid it shows, so the annotations stay legible.
+    grid_rows = table[params[0]].nunique() if len(params) > 1 else 1
+    grid_cols = max(table[p].nunique() for p in params[1:] or params)
+    width, height = 2.2 + 0.8 * grid_cols, 1.6 + 0.55 * grid_rows
+    fig, axes = plt.subplots(
+        len(panels),
+        len(budgets),
+        figsize=(max(6.4, width * len(budgets)), height * len(panels) + 0.6),
+        dpi=120,
+        squeeze=False,
+    )
+    for row_axes, (base, mode, names, part) in zip(axes, panels, strict=True):
+        rows, cols = (names[:1], names[1:]) if len(names) > 1 else ([], names)
+        for ax, budget in zip(row_axes, budgets, strict=True):
+            cell = part[part["budget"] == budget]
+            if cell.empty:
+                ax.set_axis_off()
+                continue
+            grid = cell.assign(_all="").pivot(index=rows or ["_all"], columns=cols, values="mean")
+            _heatmap(ax, fig, grid, rows, cols)
+            ax.set_title(f"{base}, {mode}, B={budget}", fontsize="medium")
+    dataset = table["dataset"].iloc[0]
+    heading = f"{dataset}: parameter sweep, mean test top-1 (%) over seeds"
+    fig.suptitle(f"{heading}\n{title}" if title else heading)
+    fig.tight_layout()
+    return save_figure(fig, outs)
+
+
+def _heatmap(ax: Any, fig: Any, grid: pd.DataFrame, rows: list[str], cols: list[str]) -> None:
+    """One annotated heat-map of ``grid`` (NaN = not run) with a labelled colourbar."""
+    values = grid.to_numpy(dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    col_labels = [
+        ",".join(f"{v:g}" for v in np.atleast_1d(key)) for key in grid.columns.to_flat_index()
+    ]
+    ax.set_xticks(range(len(col_labels)), col_labels)
+    ax.set_xlabel(",".join(cols))
+    if rows:
+        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
+        ax.set_ylabel(rows[0])
+    else:
+        ax.set_yticks([])
+    low, high = np.nanmin(values), np.nanmax(values)
+    middle = (low + high) / 2
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            colour = "black" if v > middle else "white"  # viridis is light at the top
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", color=colour, fontsize="small")
+    fig.colorbar(image, ax=ax, label=ACCURACY_LABEL, shrink=0.9)
+
+
+def _write_table(
+    summary: pd.DataFrame, csv: Path, md: Path, heading: str, order: list[str] | None
+) -> list[Path]:
+    """One summary as CSV and as Markdown (``heading`` first, when given)."""
     with atomic_path(csv) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.4f")
     with atomic_path(md) as tmp:
-        tmp.write_text((f"{title}\n\n" if title else "") + markdown_table(summary, method_order))
-    plot_accuracy(summary, plot, title)
-    return summary
+        tmp.write_text((f"{heading}\n\n" if heading else "") + markdown_table(summary, order))
+    return [csv, md]
+
+
+def write_report(
+    metrics: list[str | Path],
+    tables_dir: str | Path,
+    plots_dir: str | Path,
+    method_order: list[str] | None = None,
+    title: str = "",
+) -> list[Path]:
+    """Write every table and plot of the report (see the module docstring); return their paths.
+
+    ``tables_dir``: summary.csv/.md (all datasets), runs.csv, ``<dataset>.csv/.md`` and, for
+    datasets with sweep points, ``<dataset>_sweep.csv/.md``. ``plots_dir``:
+    ``<dataset>_accuracy.png/.svg`` and ``<dataset>_sweep.png/.svg``.
+    """
+    tables, plots = Path(tables_dir), Path(plots_dir)
+    runs = collect(metrics)
+    main, sweep = split_sweep(runs)
+    summary = summarise(main)
+    with atomic_path(tables / "runs.csv") as tmp:
+        runs.to_csv(tmp, index=False)
+    written = [tables / "runs.csv"]
+    written += _write_table(
+        summary, tables / "summary.csv", tables / "summary.md", title, method_order
+    )
+    for dataset, part in summary.groupby("dataset", sort=True):
+        written += _write_table(
+            part, tables / f"{dataset}.csv", tables / f"{dataset}.md", title, method_order
+        )
+        outs = [plots / f"{dataset}_accuracy.{fmt}" for fmt in ("png", "svg")]
+        written += plot_accuracy(part, outs, title, method_order)
+    if not sweep.empty:
+        for dataset, part in sweep_summary(sweep).groupby("dataset", sort=True):
+            part = part.dropna(axis="columns", how="all")  # other datasets' parameters
+            order = list(dict.fromkeys(part["method"]))  # numeric parameter order
+            csv, md = tables / f"{dataset}_sweep.csv", tables / f"{dataset}_sweep.md"
+            written += _write_table(part, csv, md, title, order)
+            outs = [plots / f"{dataset}_sweep.{fmt}" for fmt in ("png", "svg")]
+            written += plot_sweep(part, outs, title)
+    return written

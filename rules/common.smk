@@ -1,5 +1,5 @@
-# Config validation, derived values, wildcard constraints and the one path helper per artifact.
-import os
+# Config validation, the grid (datasets x methods x budgets x seeds, plus an optional BiLAF
+# sweep), wildcard constraints and the one path helper per artifact.
 import re
 import shlex
 import sys
@@ -14,67 +14,68 @@ from bilaf.config import (
     PIPELINE_METHODS,
     backbone_tag,
     budgets,
-    check_config,
+    check_grid,
     check_schema,
-    n_cores,
+    method_cores,
     num_classes,
+    parse_method,
+    sweep_budgets,
+    sweep_methods,
 )
 from bilaf.backbones import WEIGHT_KEYWORDS
 from bilaf.data import get_source
 
-check_schema(config, workflow.source_path("../config/schema.yaml"))  # names the bad key
-validate(config, schema="../config/schema.yaml")
-check_config(config)
+SCHEMA = workflow.source_path("../config/schema.yaml")
+check_schema(config, SCHEMA)  # names the bad key
+validate(config, schema="../config/schema.yaml")  # fills the schema's defaults
+GRID = check_grid(config, SCHEMA)  # dataset name -> its whole config, each checked
 
-DATASET = config["dataset"]["name"]
-SOURCE = get_source(config["dataset"]["source"])
-BACKBONE_TAG = backbone_tag(config)
-BUDGETS = budgets(config)
-CORES = n_cores(config)
-SEEDS = config["seeds"]
-METHODS = config["methods"]
-FINETUNE_MODES = config["finetune"]["modes"]
-RESULTS = f"results/{DATASET}"
+
+def every_method():
+    return {m for c in GRID.values() for m in c["methods"] + sweep_methods(c)}
 
 
 wildcard_constraints:
-    dataset=re.escape(DATASET),
-    method="|".join(PIPELINE_METHODS),
+    dataset="|".join(map(re.escape, GRID)),
+    method="|".join(map(re.escape, sorted(every_method(), key=len, reverse=True))),
+    backbone=r"[^/]+",
+    source="|".join(sorted({c["dataset"]["source"] for c in GRID.values()})),
     split="pool|test",
     budget=r"\d+",
     seed=r"\d+",
     k=r"\d+",
-    mode="|".join(FINETUNE_MODES),
+    mode="linear|knn|full",
 
 
-def raw_dir():
-    return f"resources/{config['dataset']['source']}"
+def cfg(w):
+    """The config of the job's dataset (a wildcards object or a dataset name)."""
+    return GRID[w if isinstance(w, str) else w.dataset]
 
 
-def raw_files():
-    """What the download rule fetches; none for folder datasets (read where the config says)."""
-    return [f"{raw_dir()}/{name}" for name in SOURCE.raw_files]
+def param(*keys):
+    """A params: function reading ``keys`` from the job's dataset config."""
+
+    def get(w):
+        value = cfg(w)
+        for key in keys:
+            value = value[key]
+        return value
+
+    return get
 
 
-def raw_flag(files, flag="--raw"):
-    """`<flag> <dir>`: the folder the raw files are fetched into, from their paths; "" for none."""
-    if not files:
-        return ""
-    # raw files may sit in a subfolder of it (CIFAR's unpacked tarball)
-    depth = len(SOURCE.raw_files[0].split("/"))
-    return f"{flag} {Path(files[0]).parents[depth - 1]}"
+def source_of(w):
+    return get_source(cfg(w)["dataset"]["source"])
 
 
-def download_flags():
-    """Sources from the config: dataset.urls (null: the official, []: none) and local_dir."""
-    dataset = config["dataset"]
-    urls = dataset["urls"]
-    flags = (
-        ["--no-url"] if urls == [] else [f"--url {shlex.quote(u)}" for u in urls or []]
-    )
-    if dataset["local_dir"]:
-        flags.append(f"--local-dir {shlex.quote(dataset['local_dir'])}")
-    return " ".join(flags)
+def raw_dir(w):
+    """The downloaded files' folder; none for folder datasets (read where the config says)."""
+    source = cfg(w)["dataset"]["source"]
+    return [f"resources/{source}"] if get_source(source).raw_files else []
+
+
+def raw_flag(w, flag="--raw"):
+    return " ".join(f"{flag} {d}" for d in raw_dir(w))
 
 
 def cli_flags(values):
@@ -87,80 +88,193 @@ def cli_flags(values):
     return " ".join(flags)
 
 
-def folder_flags():
+def folder_flags(w):
     """`--train-dir/--test-dir` of folder datasets (ImageNet, ImageFolder); "" otherwise."""
-    dataset = config["dataset"]
+    dataset = cfg(w)["dataset"]
     return cli_flags(
         {"--train-dir": dataset["train_dir"], "--test-dir": dataset["test_dir"]}
     )
 
 
-def extract_options():
-    """Optional `bilaf extract` flags: dataset folders and preprocessing set in the config."""
-    backbone = config["backbone"]
-    values = {
-        "--image-size": backbone["image_size"],
-        "--interpolation": backbone["interpolation"],
-        "--mean": backbone["mean"],
-        "--std": backbone["std"],
-    }
-    return f"{folder_flags()} {cli_flags(values)}"
-
-
-def weights_file():
+def weights_file(w):
     """The checkpoint file as an input (a change reruns extraction); none for hub/random/package."""
-    weights = config["backbone"]["weights"]
+    weights = cfg(w)["backbone"]["weights"]
     return [] if weights in WEIGHT_KEYWORDS else [weights]
 
 
-def features_path(split):
-    return f"{RESULTS}/features/{BACKBONE_TAG}/{split}.zarr"
+def features_path(split, dataset="{dataset}"):
+    """The zarr store of a split; with the default, an input function of the job's dataset."""
+    if dataset == "{dataset}":
+        return lambda w: features_path(split, w.dataset)
+    return f"results/{dataset}/features/{backbone_tag(GRID[dataset])}/{split}.zarr"
 
 
-def samples_path(split):
-    """The CSV naming the image behind each feature row (stable order across machines)."""
-    return f"{RESULTS}/features/{BACKBONE_TAG}/{split}.samples.csv"
+def cores_path(dataset, k, seed):
+    return f"results/{dataset}/cores/K{k}_s{seed}.json"
 
 
-def subset_flag(split):
-    """The CLI flag choosing the pool's (or test set's) seeded subset; empty for all rows."""
-    size = config["dataset"]["pool_size" if split == "pool" else "test_size"]
-    return f"--subset-size {size}" if size else ""
-
-
-def cores_path(k, seed):
-    return f"{RESULTS}/cores/K{k}_s{seed}.json"
-
-
-def selection_path(method, budget, seed):
+def selection_path(dataset, method, budget, seed):
     """ActiveFT at budget B is its K=B core set; every other method has its own file."""
     if method == "activeft":
-        return cores_path(budget, seed)
-    return f"{RESULTS}/selection/{method}/B{budget}_s{seed}.json"
+        return cores_path(dataset, budget, seed)
+    return f"results/{dataset}/selection/{method}/B{budget}_s{seed}.json"
 
 
-def run_path(stage, mode, method, budget, seed, ext):
-    """Per-run artifact of a finetune mode (linear, knn, ...): model or metrics."""
-    return f"{RESULTS}/{stage}/{mode}/{method}/B{budget}_s{seed}.{ext}"
+def run_path(stage, dataset, mode, method, budget, seed, ext):
+    """Per-run artifact of a finetune mode (linear, knn, full): model or metrics."""
+    return f"results/{dataset}/{stage}/{mode}/{method}/B{budget}_s{seed}.{ext}"
+
+
+def run_pattern(stage, ext):
+    return run_path(stage, "{dataset}", "{mode}", "{method}", "{budget}", "{seed}", ext)
 
 
 def log_path(name):
-    return f"results/logs/{DATASET}/{name}.log"
+    return f"results/logs/{{dataset}}/{name}.log"
+
+
+def cells(dataset):
+    """(method, budget, seed) of every run of a dataset: the grid, then the sweep's points."""
+    c = GRID[dataset]
+    grid = [(m, b, s) for m in c["methods"] for b in budgets(c) for s in c["seeds"]]
+    sweep = [
+        (m, b, s)
+        for m in sweep_methods(c)
+        for b in sweep_budgets(c)
+        for s in c["seeds"]
+    ]
+    return grid + sweep
 
 
 def all_metrics():
     return [
-        run_path("metrics", mode, m, b, s, "json")
-        for mode in FINETUNE_MODES
-        for m in METHODS
-        for b in BUDGETS
-        for s in SEEDS
+        run_path("metrics", d, mode, m, b, s, "json")
+        for d, c in GRID.items()
+        for mode in c["finetune"]["modes"]
+        for m, b, s in cells(d)
     ]
+
+
+def table_files(dataset):
+    names = [f"tables/{dataset}.csv", f"tables/{dataset}.md"]
+    names += [f"plots/{dataset}_accuracy.{ext}" for ext in ("png", "svg")]
+    if sweep_methods(GRID[dataset]):
+        names += [f"tables/{dataset}_sweep.csv", f"tables/{dataset}_sweep.md"]
+        names += [f"plots/{dataset}_sweep.{ext}" for ext in ("png", "svg")]
+    return [f"results/{name}" for name in names]
+
+
+def map_files(dataset):
+    return [f"results/plots/{dataset}_map.{ext}" for ext in ("png", "svg")]
 
 
 def get_targets():
     return [
         "results/tables/summary.csv",
         "results/tables/summary.md",
-        "results/plots/accuracy_vs_budget.png",
+        "results/tables/runs.csv",
+        *(f for d in GRID for f in table_files(d) + map_files(d)),
     ]
+
+
+# Helpers of rules/download.smk
+def source_config(source):
+    """The dataset block of the first grid dataset read from ``source`` (its URLs, local copy)."""
+    return next(c for c in GRID.values() if c["dataset"]["source"] == source)["dataset"]
+
+
+def download_flags(w):
+    """Sources from the config: dataset.urls (null: the official, []: none) and local_dir."""
+    dataset = source_config(w.source)
+    urls = dataset["urls"]
+    flags = (
+        ["--no-url"] if urls == [] else [f"--url {shlex.quote(u)}" for u in urls or []]
+    )
+    if dataset["local_dir"]:
+        flags.append(f"--local-dir {shlex.quote(dataset['local_dir'])}")
+    return " ".join(flags)
+
+
+# Helpers of rules/features.smk
+def subset_flag(w):
+    """The CLI flag choosing the pool's (or test set's) seeded subset; empty for all rows."""
+    size = cfg(w)["dataset"]["pool_size" if w.split == "pool" else "test_size"]
+    return f"--subset-size {size}" if size else ""
+
+
+def extract_options(w):
+    """Optional `bilaf extract` flags: dataset folders and preprocessing set in the config."""
+    backbone = cfg(w)["backbone"]
+    values = {
+        "--image-size": backbone["image_size"],
+        "--interpolation": backbone["interpolation"],
+        "--mean": backbone["mean"],
+        "--std": backbone["std"],
+    }
+    return f"{folder_flags(w)} {cli_flags(values)}"
+
+
+# Helpers of rules/select.smk
+def bilaf_option(key):
+    """A BiLAF option of the job: the sweep point's value, else the dataset config's."""
+    return lambda w: parse_method(w.method)[1].get(key, cfg(w)["bilaf"][key])
+
+
+# Helpers of rules/finetune.smk
+def selection_input(w):
+    return selection_path(w.dataset, w.method, w.budget, w.seed)
+
+
+def n_classes(w):
+    return num_classes(cfg(w))
+
+
+def full_param(key):
+    return param("finetune", "full", key)
+
+
+# Helpers of rules/report.smk
+def method_order():
+    """Every method of the grid in config order (sweep points last): the tables' row order."""
+    order = [m for c in GRID.values() for m in c["methods"] + sweep_methods(c)]
+    return list(dict.fromkeys(order))
+
+
+def annotated(files, caption, category):
+    """``files`` marked for `snakemake --report`, one subcategory per dataset."""
+    marked = []
+    for d in GRID:
+        for f in files(d):
+            marked.append(report(f, caption=caption, category=category, subcategory=d))
+    return marked
+
+
+def accuracy_plots(d):
+    return [f for f in table_files(d) if "_accuracy." in f]
+
+
+def sweep_files(d):
+    return [f for f in table_files(d) if "_sweep." in f]
+
+
+def tables(d):
+    return [
+        f
+        for f in table_files(d)
+        if f.startswith("results/tables/") and "_sweep" not in f
+    ]
+
+
+def map_cells(w):
+    """The selections the map shows: each method at the dataset's first budget and seed."""
+    c = cfg(w)
+    budget, seed = budgets(c)[0], c["seeds"][0]
+    return {m: selection_path(w.dataset, m, budget, seed) for m in c["methods"]}
+
+
+def map_cores(w):
+    """BiLAF's core file of that seed, when BiLAF is in the grid (its map marks the cores)."""
+    c = cfg(w)
+    if not set(c["methods"]) & set(BOUNDARY_METHODS):
+        return []
+    return [cores_path(w.dataset, method_cores(c, "bilaf"), c["seeds"][0])]

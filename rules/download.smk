@@ -1,17 +1,14 @@
-# Folder datasets (imagenet, imagefolder) have nothing to download.
-if raw_files():
-
-    rule download:
-        """The dataset's official files by URL (checksummed), else a local copy."""
-        output:
-            raw_files(),
-        log:
-            log_path("download"),
-        conda:
-            "../envs/bilaf.yaml"
-        params:
-            source=config["dataset"]["source"],
-            out=lambda w, output: raw_flag(output, "--out"),
-            sources=download_flags(),
-        shell:
-            "bilaf download --source {params.source} {params.out} {params.sources} 2> {log}"
+rule download:
+    """A dataset's official files by URL (checksummed), else a local copy. Folder datasets
+    (imagenet, imagefolder) have nothing to download: they are read where the config says.
+    """
+    output:
+        directory("resources/{source}"),
+    log:
+        "results/logs/download/{source}.log",
+    conda:
+        "../envs/bilaf.yaml"
+    params:
+        sources=download_flags,
+    shell:
+        "bilaf download --source {wildcards.source} --out {output} {params.sources} 2> {log}"

@@ -1,18 +1,18 @@
 rule evaluate:
     """Top-1 / top-5 / per-class accuracy of the finetuned model on the test split."""
     input:
-        model=run_path("finetune", "{mode}", "{method}", "{budget}", "{seed}", "npz"),
+        model=run_pattern("finetune", "npz"),
         features=features_path("test"),
     output:
-        run_path("metrics", "{mode}", "{method}", "{budget}", "{seed}", "json"),
+        run_pattern("metrics", "json"),
     log:
         log_path("evaluate/{mode}/{method}/B{budget}_s{seed}"),
     conda:
         "../envs/bilaf.yaml"
     threads: 1
-    params:
-        dataset=DATASET,
+    resources:
+        mem_mb=4000,
     shell:
         "bilaf evaluate --model {input.model} --features {input.features} "
-        "--run dataset={params.dataset} method={wildcards.method} budget={wildcards.budget} "
-        "seed={wildcards.seed} --out {output} 2> {log}"
+        "--run dataset={wildcards.dataset} method={wildcards.method:q} "
+        "budget={wildcards.budget} seed={wildcards.seed} --out {output} 2> {log}"

@@ -1,31 +1,34 @@
 rule extract:
     """Backbone features of the pool (a seeded train subset) or the test split, into zarr."""
     input:
-        raw=raw_files(),
-        weights=weights_file(),
+        raw=raw_dir,
+        weights=weights_file,
     output:
-        features=directory(features_path("{split}")),
-        samples=samples_path("{split}"),
+        features=directory("results/{dataset}/features/{backbone}/{split}.zarr"),
+        samples="results/{dataset}/features/{backbone}/{split}.samples.csv",
     log:
-        log_path("extract/{split}"),
+        log_path("extract/{backbone}_{split}"),
     conda:
         "../envs/bilaf.yaml"
     threads: 8
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=480,
     params:
-        source=config["dataset"]["source"],
-        raw=lambda w, input: raw_flag(input.raw),
-        dataset=DATASET,
+        source=param("dataset", "source"),
+        raw=raw_flag,
         source_split=lambda w: {"pool": "train", "test": "test"}[w.split],
-        subset_flag=lambda w: subset_flag(w.split),
-        subset_seed=config["dataset"]["pool_seed"],
-        backbone=config["backbone"]["name"],
-        weights=config["backbone"]["weights"],
-        options=extract_options(),
-        crop_pct=config["backbone"]["crop_pct"],
-        batch_size=config["backbone"]["batch_size"],
-        chunk_rows=config["backbone"]["chunk_rows"],
+        subset_flag=subset_flag,
+        subset_seed=param("dataset", "pool_seed"),
+        backbone=param("backbone", "name"),
+        weights=param("backbone", "weights"),
+        options=extract_options,
+        crop_pct=param("backbone", "crop_pct"),
+        batch_size=param("backbone", "batch_size"),
+        chunk_rows=param("backbone", "chunk_rows"),
     shell:
-        "bilaf extract --source {params.source} {params.raw} --dataset {params.dataset} "
+        "bilaf extract --source {params.source} {params.raw} --dataset {wildcards.dataset} "
         "--split {params.source_split} {params.subset_flag} --subset-seed {params.subset_seed} "
         "--backbone {params.backbone} --weights {params.weights:q} {params.options} "
         "--crop-pct {params.crop_pct} --batch-size {params.batch_size} "

@@ -2,9 +2,9 @@ rule finetune:
     """Train on the selected samples only: a linear or k-NN probe on the frozen features."""
     input:
         features=features_path("pool"),
-        selection=lambda w: selection_path(w.method, w.budget, w.seed),
+        selection=selection_input,
     output:
-        run_path("finetune", "{mode}", "{method}", "{budget}", "{seed}", "npz"),
+        run_pattern("finetune", "npz"),
     log:
         log_path("finetune/{mode}/{method}/B{budget}_s{seed}"),
     wildcard_constraints:
@@ -12,12 +12,14 @@ rule finetune:
     conda:
         "../envs/bilaf.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
     params:
-        n_classes=num_classes(config),
-        c=config["finetune"]["c"],
-        max_iter=config["finetune"]["max_iter"],
-        knn_k=config["finetune"]["knn_k"],
-        knn_temperature=config["finetune"]["knn_temperature"],
+        n_classes=n_classes,
+        c=param("finetune", "c"),
+        max_iter=param("finetune", "max_iter"),
+        knn_k=param("finetune", "knn_k"),
+        knn_temperature=param("finetune", "knn_temperature"),
     shell:
         "bilaf finetune --features {input.features} --selection {input.selection} "
         "--mode {wildcards.mode} --n-classes {params.n_classes} --c {params.c} "
@@ -28,12 +30,12 @@ rule finetune:
 rule finetune_full:
     """Finetune the whole backbone on the selected images (paper recipe, SPEC §5; GPU)."""
     input:
-        raw=raw_files(),
+        raw=raw_dir,
         features=features_path("pool"),
         test_features=features_path("test"),
-        selection=lambda w: selection_path(w.method, w.budget, w.seed),
+        selection=selection_input,
     output:
-        run_path("finetune", "{mode}", "{method}", "{budget}", "{seed}", "npz"),
+        run_pattern("finetune", "npz"),
     log:
         log_path("finetune/{mode}/{method}/B{budget}_s{seed}"),
     wildcard_constraints:
@@ -43,21 +45,23 @@ rule finetune_full:
     threads: 4
     resources:
         gpu=1,
+        mem_mb=32000,
+        runtime=1440,
     params:
-        source=config["dataset"]["source"],
-        raw=lambda w, input: raw_flag(input.raw),
-        folders=folder_flags(),
-        backbone=config["backbone"]["name"],
-        weights=config["backbone"]["weights"],
-        n_classes=num_classes(config),
-        epochs=config["finetune"]["full"]["epochs"],
-        total_batch=config["finetune"]["full"]["total_batch"],
-        base_lr=config["finetune"]["full"]["base_lr"],
-        warmup_epochs=config["finetune"]["full"]["warmup_epochs"],
-        eval_every=config["finetune"]["full"]["eval_every"],
-        label_smoothing=config["finetune"]["full"]["label_smoothing"],
-        drop_path=config["finetune"]["full"]["drop_path"],
-        checkpoint_dir=f"{RESULTS}/checkpoints",
+        source=param("dataset", "source"),
+        raw=raw_flag,
+        folders=folder_flags,
+        backbone=param("backbone", "name"),
+        weights=param("backbone", "weights"),
+        n_classes=n_classes,
+        epochs=full_param("epochs"),
+        total_batch=full_param("total_batch"),
+        base_lr=full_param("base_lr"),
+        warmup_epochs=full_param("warmup_epochs"),
+        eval_every=full_param("eval_every"),
+        label_smoothing=full_param("label_smoothing"),
+        drop_path=full_param("drop_path"),
+        checkpoint_dir=lambda w: f"results/{w.dataset}/checkpoints",
     shell:
         "bilaf finetune-full --source {params.source} {params.raw} {params.folders} "
         "--features {input.features} "

@@ -1,22 +1,52 @@
 rule report:
-    """Summary table (method x budget, mean±std over seeds) and accuracy-vs-budget plot."""
+    """Per-dataset tables in the paper's Table 1 layout (mean±std over seeds), every run in
+    long format, accuracy-vs-budget plots and, when configured, the sweep heat-maps."""
     input:
         all_metrics(),
     output:
-        csv="results/tables/summary.csv",
-        md="results/tables/summary.md",
-        plot=report(
-            "results/plots/accuracy_vs_budget.png",
-            caption="../report/accuracy_vs_budget.rst",
-            category="Accuracy",
+        summary_csv="results/tables/summary.csv",
+        summary_md=report(
+            "results/tables/summary.md",
+            caption="../report/table.rst",
+            category="Tables",
         ),
+        runs="results/tables/runs.csv",
+        tables=annotated(tables, "../report/table.rst", "Tables"),
+        plots=annotated(accuracy_plots, "../report/accuracy_vs_budget.rst", "Accuracy"),
+        sweeps=annotated(sweep_files, "../report/sweep.rst", "Sweep"),
     log:
-        log_path("report"),
+        "results/logs/report.log",
     conda:
         "../envs/bilaf.yaml"
     params:
-        methods=" ".join(METHODS),
-        title=f"{DATASET}, {BACKBONE_TAG} features",
+        methods=" ".join(map(shlex.quote, method_order())),
     shell:
-        "bilaf report --metrics {input} --csv {output.csv} --md {output.md} "
-        "--plot {output.plot} --method-order {params.methods} --title '{params.title}' 2> {log}"
+        "bilaf report --metrics {input} --tables-dir results/tables --plots-dir results/plots "
+        "--method-order {params.methods} 2> {log}"
+
+
+rule pool_map:
+    """PCA map of the pool with each method's picks; BiLAF's cores vs boundary picks marked."""
+    input:
+        features=features_path("pool"),
+        selections=lambda w: list(map_cells(w).values()),
+        cores=map_cores,
+    output:
+        png=report(
+            "results/plots/{dataset}_map.png",
+            caption="../report/pool_map.rst",
+            category="Pool map",
+            subcategory="{dataset}",
+        ),
+        svg="results/plots/{dataset}_map.svg",
+    log:
+        log_path("pool_map"),
+    conda:
+        "../envs/bilaf.yaml"
+    params:
+        selections=lambda w: " ".join(f"{m}={p}" for m, p in map_cells(w).items()),
+        cores=lambda w, input: f"--cores {input.cores}" if input.cores else "",
+        title=lambda w: f"{w.dataset}: picks at B={budgets(cfg(w))[0]}, seed {cfg(w)['seeds'][0]}",
+    shell:
+        "bilaf map --features {input.features} --selection {params.selections} "
+        "{params.cores} --title {params.title:q} --out {output.png} {output.svg} 2> {log}"

@@ -3,17 +3,20 @@ rule core:
     input:
         features=features_path("pool"),
     output:
-        cores_path("{k}", "{seed}"),
+        cores_path("{dataset}", "{k}", "{seed}"),
     log:
         log_path("core/K{k}_s{seed}"),
     conda:
         "../envs/bilaf.yaml"
     threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
     params:
-        iters=config["activeft"]["iters"],
-        lr=config["activeft"]["lr"],
-        temperature=config["activeft"]["temperature"],
-        balance=config["activeft"]["balance"],
+        iters=param("activeft", "iters"),
+        lr=param("activeft", "lr"),
+        temperature=param("activeft", "temperature"),
+        balance=param("activeft", "balance"),
     shell:
         "bilaf select activeft --features {input.features} --budget {wildcards.k} "
         "--seed {wildcards.seed} --iters {params.iters} --lr {params.lr} "
@@ -25,23 +28,30 @@ rule boundary:
     """BiLAF boundary selection (SPEC §3) from the seed's ActiveFT cores up to the budget."""
     input:
         features=features_path("pool"),
-        cores=cores_path(CORES, "{seed}"),
+        cores=lambda w: cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed),
     output:
-        f"{RESULTS}/selection/{{method}}/B{{budget}}_s{{seed}}.json",
+        "results/{dataset}/selection/{method}/B{budget}_s{seed}.json",
     log:
         log_path("boundary/{method}/B{budget}_s{seed}"),
     wildcard_constraints:
-        method="|".join(BOUNDARY_METHODS),
+        method="|".join(
+            map(
+                re.escape,
+                [m for m in every_method() if parse_method(m)[0] in BOUNDARY_METHODS],
+            )
+        ),
     conda:
         "../envs/bilaf.yaml"
     threads: 1
+    resources:
+        mem_mb=8000,
     params:
-        mode=lambda w: PIPELINE_METHODS[w.method][1]["mode"],
-        k=config["bilaf"]["k"],
-        p_in=config["bilaf"]["p_in"],
-        p_rm=config["bilaf"]["p_rm"],
-        delta=config["bilaf"]["delta"],
-        normalize="--normalize" if config["bilaf"]["normalize"] else "",
+        mode=lambda w: PIPELINE_METHODS[parse_method(w.method)[0]][1]["mode"],
+        k=bilaf_option("k"),
+        p_in=bilaf_option("p_in"),
+        p_rm=bilaf_option("p_rm"),
+        delta=bilaf_option("delta"),
+        normalize=lambda w: "--normalize" if cfg(w)["bilaf"]["normalize"] else "",
     shell:
         "bilaf select bilaf --features {input.features} --cores {input.cores} "
         "--budget {wildcards.budget} --seed {wildcards.seed} --mode {params.mode} "
@@ -54,7 +64,7 @@ rule baseline:
     input:
         features=features_path("pool"),
     output:
-        f"{RESULTS}/selection/{{method}}/B{{budget}}_s{{seed}}.json",
+        "results/{dataset}/selection/{method}/B{budget}_s{seed}.json",
     log:
         log_path("baseline/{method}/B{budget}_s{seed}"),
     wildcard_constraints:
@@ -66,6 +76,8 @@ rule baseline:
     conda:
         "../envs/bilaf.yaml"
     threads: 1
+    resources:
+        mem_mb=8000,
     params:
         method=lambda w: PIPELINE_METHODS[w.method][0],
     shell:

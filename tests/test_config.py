@@ -9,10 +9,15 @@ from bilaf.config import (
     backbone_tag,
     budgets,
     check_config,
+    check_grid,
     check_schema,
+    dataset_configs,
+    method_cores,
     n_cores,
     num_classes,
+    parse_method,
     split_sizes,
+    sweep_methods,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,3 +150,63 @@ def test_imagefolder_sizes_and_classes_are_counted(config, tmp_path):
     check_config(config)
     assert split_sizes(config) == {"train": 3, "test": 1}
     assert budgets(config) == [2] and num_classes(config) == 2
+
+
+def test_datasets_merge_over_the_top_level(config):
+    config["datasets"] = {"a": None, "b": {"dataset": {"pool_size": 2000}, "cores": 20}}
+    grid = check_grid(config, SCHEMA)
+    assert list(grid) == ["a", "b"]
+    assert grid["a"]["dataset"]["pool_size"] == 10000 and grid["a"]["cores"] == 50
+    assert grid["b"]["dataset"] == {**config["dataset"], "name": "b", "pool_size": 2000}
+    assert grid["b"]["cores"] == 20 and grid["b"]["budgets"] == config["budgets"]
+    assert "datasets" not in grid["a"] and config["dataset"]["name"] == "fmnist10k"  # no aliasing
+
+
+def test_without_datasets_the_grid_is_the_top_level(config):
+    assert dataset_configs(config) == {"fmnist10k": config}
+
+
+def test_an_error_in_one_dataset_names_it(config):
+    config["datasets"] = {"a": {}, "b": {"budgets": [30]}}
+    with pytest.raises(ConfigError, match=r"^datasets\.b: budgets\[0\]: 30 < 50 cores"):
+        check_grid(config, SCHEMA)
+    config["datasets"] = {"a": {}, "b": {"bilaf": {"dleta": 1.2}}}
+    with pytest.raises(ConfigError, match=r"^datasets\.b: config key bilaf"):
+        check_grid(config, SCHEMA)
+
+
+def test_sweep_points_are_method_names_that_parse_back(config):
+    config["sweep"] = {"method": "bilaf", "budgets": [500], "params": {"delta": [1.0, 1.25]}}
+    config["sweep"]["params"]["cores"] = [0.005, 100]
+    names = sweep_methods(config)
+    assert names == [
+        "bilaf@delta=1,cores=0.005",
+        "bilaf@delta=1,cores=100",
+        "bilaf@delta=1.25,cores=0.005",
+        "bilaf@delta=1.25,cores=100",
+    ]
+    assert parse_method(names[2]) == ("bilaf", {"delta": 1.25, "cores": 0.005})
+    assert parse_method("kmeans") == ("kmeans", {})
+    assert [method_cores(config, m) for m in names[:2]] == [50, 100]  # 0.5 % of 10,000
+    check_grid(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "match"),
+    [
+        ({"method": "bilaf", "budgets": [500], "params": {"dleta": [1.2]}}, "sweep.params"),
+        ({"method": "fds", "budgets": [500], "params": {"delta": [1.2]}}, "sweep.method"),
+        (
+            {"method": "bilaf", "budgets": [500], "params": {"p_rm": [1.5]}},
+            r"sweep.params.p_rm\[0\]",
+        ),
+        (
+            {"method": "bilaf", "budgets": [30], "params": {"delta": [1.2]}},
+            r"sweep.budgets\[0\]: 30",
+        ),
+    ],
+)
+def test_bad_sweeps_name_the_key(config, sweep, match):
+    config["sweep"] = sweep
+    with pytest.raises(ConfigError, match=match):
+        check_grid(config, SCHEMA)

@@ -1,6 +1,8 @@
 """The whole DAG on the tiny config (.test/config.yaml), then what reruns after a change."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -46,7 +48,13 @@ def test_whole_dag_writes_table_and_plot(finished_run):
     assert sorted(summary["budget"].unique()) == [20, 40]
     assert (summary["n_seeds"] == 1).all()
     assert summary["mean"].between(10, 100).all()  # above chance on 10 classes
-    assert (finished_run / "results/plots/accuracy_vs_budget.png").stat().st_size > 10_000
+    for plot in ("tiny_accuracy.png", "tiny_accuracy.svg", "tiny_map.png", "tiny_map.svg"):
+        assert (finished_run / "results/plots" / plot).stat().st_size > 10_000
+    runs = pd.read_csv(finished_run / "results/tables/runs.csv")
+    assert len(runs) == 3 * 2 * 2  # methods x budgets x probes, one seed
+    for run in runs.itertuples():  # every row is its metrics file's numbers
+        metrics = json.loads((finished_run / run.metrics_file).read_text())
+        assert metrics["top1"] == pytest.approx(run.top1)
     metrics = json.loads(
         (finished_run / "results/tiny/metrics/linear/bilaf/B40_s0.json").read_text()
     )
@@ -64,7 +72,8 @@ def test_second_run_has_nothing_to_do(finished_run):
 def test_changing_delta_reruns_only_downstream_of_boundary(finished_run):
     override = extra_config(finished_run, "bilaf: {delta: 1.3}\n")
     jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
-    assert jobs == {"boundary": 2, "finetune": 4, "evaluate": 4, "report": 1}  # 2 probes each
+    # 2 probes each; the pool map shows BiLAF's picks
+    assert jobs == {"boundary": 2, "finetune": 4, "evaluate": 4, "report": 1, "pool_map": 1}
 
 
 def test_adding_a_seed_runs_only_the_new_cells(finished_run):
@@ -81,9 +90,90 @@ def test_adding_a_seed_runs_only_the_new_cells(finished_run):
     }
 
 
+def test_adding_a_budget_runs_only_the_new_cells(finished_run):
+    override = extra_config(finished_run, "budgets: [20, 40, 60]\n")
+    jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
+    # B=60: ActiveFT's K60 cores, random, bilaf; 3 runs x 2 probes (the map stays at B=20)
+    assert jobs == {
+        "core": 1,
+        "baseline": 1,
+        "boundary": 1,
+        "finetune": 6,
+        "evaluate": 6,
+        "report": 1,
+    }
+
+
+def test_sweep_and_second_dataset_plan_only_their_cells(finished_run):
+    override = extra_config(
+        finished_run,
+        "datasets: {tiny: {}, tiny2: {dataset: {pool_seed: 1}}}\n"
+        "sweep: {method: bilaf, budgets: [40], params: {delta: [1.0, 1.3], p_rm: [0.1, 0.2]}}\n",
+    )
+    jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
+    # tiny: 4 sweep points at B=40 (p_rm=0.1 with delta=1.0/1.3: the default delta is 1.1);
+    # tiny2: its own pool (2 extracts, K10/K20/K40 cores) with 3 methods x 2 budgets + 4 points
+    assert jobs == {
+        "extract": 2,
+        "core": 3,
+        "baseline": 2,
+        "boundary": 4 + 2 + 4,
+        "finetune": 2 * (4 + 6 + 4),
+        "evaluate": 2 * (4 + 6 + 4),
+        "pool_map": 1,
+        "report": 1,
+    }
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     override = extra_config(tmp_path, "budgets: [20, 5]\n")
     result = snakemake(tmp_path, "--configfile", str(TINY), override)  # TINY, then override
     assert result.returncode != 0
     assert "budgets[1]: 5 < 10 cores" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dag2")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_two_runs_give_byte_identical_selections_and_tables(finished_run, second_run):
+    kept = [
+        *(finished_run / "results/tiny").glob("*/**/B*_s*.json"),  # selections and metrics
+        *(finished_run / "results/tiny/cores").glob("*.json"),
+        *(finished_run / "results/tables").glob("*.md"),
+        *(finished_run / "results/tables").glob("summary.csv"),
+        *(finished_run / "results/tables").glob("tiny.csv"),
+    ]
+    files = [p.relative_to(finished_run) for p in kept if "/metrics/" not in str(p)]
+    assert len(files) > 12
+    for rel in files:
+        assert (finished_run / rel).read_bytes() == (second_run / rel).read_bytes(), rel
+
+
+def audit(workdir: Path, *args: str):
+    return subprocess.run(
+        [sys.executable, "-m", "bilaf.cli", "audit", "results", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_audit_passes_then_names_a_changed_feature_chunk(second_run):
+    result = audit(second_run, "--rerun", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = next((second_run / "results/tiny/features").glob("*/pool.zarr"))
+    chunk = next(
+        p for p in sorted((store / "features").rglob("*")) if p.is_file() and "c" in p.parts
+    )
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    result = audit(second_run)
+    assert result.returncode != 0
+    assert "pool.zarr" in result.stdout and "FAIL" in result.stdout
