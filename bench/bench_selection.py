@@ -105,7 +105,7 @@ def _activeft_case(features, n: int, seed: int, args: list[str]) -> list:
     k = int(args[0])
     options = {"batch_size": int(args[1]), "iters": int(args[2])} if len(args) > 1 else {}
     totals: dict = {}
-    for name in ("_gather", "_step", "_readout"):
+    for name in ("_load", "_step", "_readout"):
         _timed(aft, name, totals)
     start = time.perf_counter()
     select("activeft", features, k, seed, **options)
@@ -114,20 +114,18 @@ def _activeft_case(features, n: int, seed: int, args: list[str]) -> list:
     )
     rows = [(label, time.perf_counter() - start)]
     step_s, steps = totals["_step"]
-    if options:
-        rows.append((f"  of which: reading {steps} batches (gather)", totals["_gather"][0]))
+    rows.append(("  of which: reading the pool once", totals["_load"][0]))
     rows.append((f"  of which: {steps} Adam steps", step_s))
     rows.append(("  of which: readout", totals["_readout"][0]))
 
     # One step and the bare products on the same rows, in this process, after the run.
     dev = aft._device(None)
+    feats = aft._load(features, dev)
+    where = f"all {n} rows"
     if options:
         batch = np.sort(np.random.default_rng(seed + 1).choice(n, options["batch_size"], False))
-        feats = aft._normalise(aft._gather(features, batch), dev)
+        feats = feats[torch.from_numpy(batch).to(dev)]
         where = f"batch of {options['batch_size']}"
-    else:
-        feats = aft._load(features, dev)
-        where = f"all {n} rows"
     init = np.random.default_rng(seed).choice(feats.shape[0], size=k, replace=False)
     theta = feats[torch.from_numpy(init).to(dev)].clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=1e-3)

@@ -12,7 +12,6 @@ products that full autograd needs.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -78,27 +77,6 @@ def _load(features: Any, device: torch.device) -> torch.Tensor:
     for start, block in iter_row_chunks(features):
         pool[start : start + block.shape[0]] = _normalise(block, device)
     return pool
-
-
-def _gather(features: Any, ids: np.ndarray) -> np.ndarray:
-    """Rows ``ids`` (any order) of the source as float32, reading only the row chunks they touch."""
-    order = np.argsort(ids, kind="stable")
-    wanted = ids[order]
-    if isinstance(features, np.ndarray):  # in memory or memory-mapped: fancy indexing reads little
-        rows = np.asarray(features[wanted], dtype=np.float32)
-    else:
-        edges = np.searchsorted(wanted, np.arange(0, features.shape[0] + ROW_CHUNK, ROW_CHUNK))
-        parts = [
-            np.asarray(features[wanted[lo] : wanted[hi - 1] + 1], dtype=np.float32)[
-                wanted[lo:hi] - wanted[lo]
-            ]
-            for lo, hi in itertools.pairwise(edges)
-            if lo < hi
-        ]
-        rows = np.concatenate(parts)
-    out = np.empty_like(rows)
-    out[order] = rows
-    return out
 
 
 class _MaxSimilarity(torch.autograd.Function):
@@ -244,9 +222,9 @@ def activeft(
     Centroids start at ``init_ids`` (K distinct rows) or K rows drawn with
     ``np.random.default_rng(seed)``, L2-normalised; then ``iters`` Adam steps (``lr``, no schedule)
     on the full pool, or, with ``batch_size``, each on a fresh seeded random batch of that many rows
-    read from the source (the ImageNet recipe: 100 iterations of 100k rows). All randomness comes
-    from that one numpy generator. ``device`` defaults to CUDA when available; CPU results are the
-    reference.
+    (the ImageNet recipe: 100 iterations of 100k rows); the pool is read into memory once. All
+    randomness comes from that one numpy generator. ``device`` defaults to CUDA when available;
+    CPU results are the reference.
     """
     _check_options(iters, lr, temperature, balance, batch_size)
     dev = _device(device)
@@ -261,30 +239,23 @@ def activeft(
                 f"init_ids has {init.size} indices but budget is {budget}: give one per centroid"
             )
 
-    full = batch_size is None or batch_size >= n
-    if full:
-        pool = _load(features, dev)
-        theta = pool[torch.from_numpy(init).to(dev)].clone()
-    else:
-        theta = _normalise(_gather(features, init), dev)
+    # The pool is read once (n x d float32, 2 GB at ImageNet scale): a mini-batch is then a row
+    # lookup, not a re-read of every zarr chunk it touches (measured: 55 % of the ImageNet run).
+    pool = _load(features, dev)
+    theta = pool[torch.from_numpy(init).to(dev)].clone()
     theta.requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=lr)
+    full = batch_size is None or batch_size >= n
     for _ in range(iters):
         if full:
             feats = pool
         else:
             batch = np.sort(rng.choice(n, size=batch_size, replace=False))
-            feats = _normalise(_gather(features, batch), dev)
+            feats = pool[torch.from_numpy(batch).to(dev)]
         _step(feats, theta, opt, temperature, balance)
 
-    if full:
-
-        def blocks() -> Iterator[tuple[int, torch.Tensor]]:
-            return ((s, pool[s : s + ROW_CHUNK]) for s in range(0, n, ROW_CHUNK))
-    else:
-
-        def blocks() -> Iterator[tuple[int, torch.Tensor]]:
-            return ((s, _normalise(b, dev)) for s, b in iter_row_chunks(features))
+    def blocks() -> Iterator[tuple[int, torch.Tensor]]:
+        return ((s, pool[s : s + ROW_CHUNK]) for s in range(0, n, ROW_CHUNK))
 
     centres = F.normalize(theta.detach(), dim=1)
     return np.sort(_readout(blocks, n, centres))
