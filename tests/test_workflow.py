@@ -33,6 +33,11 @@ def extra_config(workdir: Path, text: str) -> str:
     return str(path)
 
 
+def jobs_after(workdir: Path, override: str) -> dict[str, int]:
+    """Rule -> job count a dry run plans after merging YAML ``override`` over the tiny config."""
+    return planned_jobs(workdir, "--configfile", str(TINY), extra_config(workdir, override))
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dag")
@@ -70,48 +75,32 @@ def test_second_run_has_nothing_to_do(finished_run):
 
 
 def test_changing_delta_reruns_only_downstream_of_boundary(finished_run):
-    override = extra_config(finished_run, "bilaf: {delta: 1.3}\n")
-    jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
+    jobs = jobs_after(finished_run, "bilaf: {delta: 1.3}\n")
     # 2 probes each; the pool map shows BiLAF's picks
     assert jobs == {"boundary": 2, "finetune": 4, "evaluate": 4, "report": 1, "pool_map": 1}
 
 
 def test_adding_a_seed_runs_only_the_new_cells(finished_run):
-    override = extra_config(finished_run, "seeds: [0, 1]\n")
-    jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
+    jobs = jobs_after(finished_run, "seeds: [0, 1]\n")
     # seed 1: cores K10 (BiLAF) + K20, K40 (ActiveFT), 2 random, 2 bilaf; 6 runs x 2 probes
-    assert jobs == {
-        "core": 3,
-        "baseline": 2,
-        "boundary": 2,
-        "finetune": 12,
-        "evaluate": 12,
-        "report": 1,
-    }
+    new = {"core": 3, "baseline": 2, "boundary": 2, "finetune": 12, "evaluate": 12}
+    assert jobs == {**new, "report": 1}
 
 
 def test_adding_a_budget_runs_only_the_new_cells(finished_run):
-    override = extra_config(finished_run, "budgets: [20, 40, 60]\n")
-    jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
+    jobs = jobs_after(finished_run, "budgets: [20, 40, 60]\n")
     # B=60: ActiveFT's K60 cores, random, bilaf; 3 runs x 2 probes (the map stays at B=20)
-    assert jobs == {
-        "core": 1,
-        "baseline": 1,
-        "boundary": 1,
-        "finetune": 6,
-        "evaluate": 6,
-        "report": 1,
-    }
+    new = {"core": 1, "baseline": 1, "boundary": 1, "finetune": 6, "evaluate": 6}
+    assert jobs == {**new, "report": 1}
 
 
 def test_sweep_and_second_dataset_plan_only_their_cells(finished_run):
-    override = extra_config(
+    jobs = jobs_after(
         finished_run,
         "datasets: {tiny: {}, tiny2: {dataset: {pool_seed: 1}}}\n"
         "sweep: {method: bilaf, budgets: [40], params: {delta: [1.0, 1.3], p_rm: [0.1, 0.2]}}\n",
     )
-    jobs = planned_jobs(finished_run, "--configfile", str(TINY), override)
-    # tiny: 4 sweep points at B=40 (p_rm=0.1 with delta=1.0/1.3: the default delta is 1.1);
+    # tiny: 4 new sweep points at B=40 (none equals the plain bilaf run, whose delta is 1.1);
     # tiny2: its own pool (2 extracts, K10/K20/K40 cores) with 3 methods x 2 budgets + 4 points
     assert jobs == {
         "extract": 2,
