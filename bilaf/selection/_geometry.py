@@ -25,7 +25,7 @@ import numpy as np
 from bilaf.selection.base import iter_row_chunks
 
 BLOCK_ELEMENTS = 1 << 24  # entries of one row-block × columns distance matrix (64-128 MiB)
-ROWS_PER_BLOCK = 4096  # rows per nearest-core block: keeps its temporaries cache-sized
+ROWS_PER_BLOCK = 256  # rows per nearest-core block: small temporaries stay cached (measured)
 STORE_LIMIT = 12_000  # distinct rows of a cluster whose full matrix is kept (<= 1.1 GiB)
 UNIT_ROUNDOFF = 2.0**-24  # float32
 
@@ -170,8 +170,10 @@ def _below_diagonal(size: int) -> np.ndarray:
     return np.tri(size, k=-1, dtype=bool)
 
 
-def _symmetric_distances(x: np.ndarray, sq: np.ndarray, block: int = 512) -> np.ndarray:
-    """Full distance matrix among rows ``x`` with squared norms ``sq`` (in x's dtype).
+def _symmetric_distances(
+    x: np.ndarray, sq: np.ndarray, out: np.ndarray, block: int = 512
+) -> np.ndarray:
+    """Full distance matrix among rows ``x`` with squared norms ``sq`` (in x's dtype), in ``out``.
 
     One product of augmented rows gives ||a||² + ||b||² − 2a·b directly; only the upper block
     triangle is computed and then mirrored, so the matrix is exactly symmetric with a zero
@@ -181,7 +183,6 @@ def _symmetric_distances(x: np.ndarray, sq: np.ndarray, block: int = 512) -> np.
     ones = np.ones((m, 1), dtype=x.dtype)
     left = np.hstack([-2 * x, sq[:, None], ones])
     right = np.hstack([x, ones, sq[:, None]])
-    out = np.empty((m, m), dtype=x.dtype)
     for s in range(0, m, block):
         part = out[s : s + block, s:]
         np.matmul(left[s : s + block], right[s:].T, out=part)
@@ -204,6 +205,21 @@ def _gram_distances(a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.nda
     return np.sqrt(out, out=out)
 
 
+class MatrixBuffer:
+    """Memory for one square distance matrix at a time, reused by cluster after cluster: the
+    pages are allocated and touched once instead of once per cluster."""
+
+    def __init__(self, dtype: type, largest: int = 0) -> None:
+        side = min(largest, STORE_LIMIT)
+        self.data = np.empty(side * side, dtype=dtype)
+
+    def square(self, size: int) -> np.ndarray:
+        """A size × size view of the buffer (grown if needed); the previous view is invalid."""
+        if self.data.size < size * size:
+            self.data = np.empty(size * size, dtype=self.data.dtype)
+        return self.data[: size * size].reshape(size, size)
+
+
 class ClusterDistances:
     """Distances among the rows of one cluster (BiLAF §3.2 works inside pseudo-classes).
 
@@ -212,13 +228,18 @@ class ClusterDistances:
     other distances are computed in ``dtype``: float64 where they must order like ``cdist``
     (reference mode), float32 where determinism is enough (paper mode, twice as fast). Identical
     rows share one representative, so self- and duplicate distances are exactly 0 and exact ties
-    stay exact whatever the BLAS does with row positions. With ``store`` (and at most
-    :data:`STORE_LIMIT` distinct rows) the full matrix is kept; otherwise each request computes
-    its block on the fly, so memory stays bounded for huge clusters.
+    stay exact whatever the BLAS does with row positions. Given a ``buffer`` (and at most
+    :data:`STORE_LIMIT` distinct rows) the full matrix is kept there, valid until the buffer's
+    next use; otherwise each request computes its block on the fly, so memory stays bounded for
+    huge clusters.
     """
 
     def __init__(
-        self, rows: np.ndarray, centre: np.ndarray, store: bool, dtype: type = np.float64
+        self,
+        rows: np.ndarray,
+        centre: np.ndarray,
+        dtype: type = np.float64,
+        buffer: MatrixBuffer | None = None,
     ) -> None:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         reps, self.inverse = _unique_rows(rows)
@@ -229,14 +250,8 @@ class ClusterDistances:
         self.sq = np.einsum("ij,ij->i", self.reps, self.reps)
         self.work, self.work_sq = self.reps.astype(dtype), self.sq.astype(dtype)
         self.full: np.ndarray | None = None
-        if store and reps.size <= STORE_LIMIT:
-            self.full = _symmetric_distances(self.work, self.work_sq)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held (the matrix, if stored, and the centred rows)."""
-        held = self.reps.nbytes + (0 if self.work is self.reps else self.work.nbytes)
-        return held + (0 if self.full is None else self.full.nbytes)
+        if buffer is not None and reps.size <= STORE_LIMIT:
+            self.full = _symmetric_distances(self.work, self.work_sq, buffer.square(reps.size))
 
     @property
     def size(self) -> int:

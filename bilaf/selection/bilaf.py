@@ -42,8 +42,8 @@ from bilaf.selection.base import SelectionError, check_ids, register, select
 
 MODES = ("paper", "reference")
 MIN_DENOISE = 10  # classes smaller than this are not denoised (SPEC §3 step 1)
-KEEP_BYTES = 1 << 30  # class distance matrices kept from denoising for the picks (1 GiB)
 OPPONENTS = 3  # paper mode: nearest opponent cores listed per sample (exact)
+DENOISE_BLOCK = 1 << 20  # new members × members merged at once: a few MiB, reused (measured)
 
 
 def _check_options(mode: str, k: int, p_in: float, p_rm: float, delta: float) -> None:
@@ -134,31 +134,95 @@ def _opponents(ids: np.ndarray, dists: np.ndarray, own: np.ndarray) -> tuple[np.
 
 
 def _merge_nearest(
-    best_d: np.ndarray, best_p: np.ndarray | None, new_d: np.ndarray, first_new: int, width: int
+    best_d: np.ndarray,
+    best_p: np.ndarray | None,
+    new_d: np.ndarray,
+    new_p: np.ndarray,
+    width: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Merge new distances into each row's ``width`` nearest assigned members.
+    """Merge new distances (join positions ``new_p``, broadcast to ``new_d``) into each row's
+    ``width`` nearest assigned members.
 
     Without positions (paper mode) only the values count. With positions (reference mode) the
     nearest are the smallest (distance, join position), as a stable argsort of the assigned row
     gives, and their join positions are kept (what the official code then misuses).
     """
     cat_d = np.concatenate((best_d, new_d), axis=1)
-    if best_p is None:
-        if cat_d.shape[1] > width:
-            cat_d.partition(width - 1, axis=1)
-        return cat_d[:, :width], None
-    new_p = np.arange(first_new, first_new + new_d.shape[1])
-    cat_p = np.concatenate((best_p, np.broadcast_to(new_p, new_d.shape)), axis=1)
     if cat_d.shape[1] > width:
-        idx = np.argpartition(cat_d, (width - 1, width), axis=1)
-        edge = np.take_along_axis(cat_d, idx[:, width - 1 : width + 1], axis=1)
-        idx = idx[:, :width]
-        tied = np.flatnonzero(edge[:, 0] == edge[:, 1])
-        if tied.size:  # an exact tie straddles the cut: keep the earliest joined
-            idx[tied] = np.lexsort((cat_p[tied], cat_d[tied]), axis=1)[:, :width]
-        flat = idx + np.arange(0, cat_d.size, cat_d.shape[1])[:, None]
-        cat_d, cat_p = cat_d.ravel()[flat], cat_p.ravel()[flat]
-    return cat_d, cat_p
+        part = np.partition(cat_d, width - 1, axis=1)
+        if best_p is None:
+            return part[:, :width], None
+    if best_p is None:
+        return cat_d, None
+    cat_p = np.concatenate((best_p, np.broadcast_to(new_p, new_d.shape)), axis=1)
+    if cat_d.shape[1] <= width:
+        return cat_d, cat_p
+    keep = cat_d <= part[:, width - 1 : width]
+    tied = np.flatnonzero(np.count_nonzero(keep, axis=1) > width)
+    if tied.size:  # an exact tie straddles the cut: keep the earliest joined
+        keep[tied] = False
+        keep[tied[:, None], np.lexsort((cat_p[tied], cat_d[tied]), axis=1)[:, :width]] = True
+    return cat_d[keep].reshape(-1, width), cat_p[keep].reshape(-1, width)
+
+
+DENSE_MERGE = 1 << 16  # below this many new entries a block is merged whole
+
+
+def _merge_block(
+    best_d: np.ndarray,
+    best_p: np.ndarray | None,
+    block: np.ndarray,
+    unassigned: np.ndarray,
+    first_new: int,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Merge ``block`` (new members, joined from position ``first_new`` on, × all members) into
+    each unassigned member's ``width`` nearest.
+
+    Once rows are full, only an entry below its row's current worst can enter (an equal one
+    joined later and loses the tie), and few do: one comparison finds them, rows with a few are
+    merged with their entries padded by +inf, rows with many with the whole block column.
+    """
+    new_p = np.arange(first_new, first_new + block.shape[0])
+    if best_d.shape[1] < width or unassigned.size * block.shape[0] <= DENSE_MERGE:
+        return _merge_nearest(best_d, best_p, block[:, unassigned].T, new_p, width)
+    threshold = np.full(block.shape[1], -np.inf, dtype=block.dtype)
+    threshold[unassigned] = best_d.max(axis=1)
+    new_i, member = np.divmod(np.flatnonzero(block < threshold), block.shape[1])
+    rows = np.searchsorted(unassigned, member)  # unassigned is sorted
+    by_row = np.argsort(rows, kind="stable")  # then by join position
+    rows, new_i, member = rows[by_row], new_i[by_row], member[by_row]
+    touched, first, count = np.unique(rows, return_index=True, return_counts=True)
+    group = np.repeat(np.arange(touched.size), count)
+    few = count <= width
+    if few.any():
+        hit = few[group]
+        slot = np.cumsum(few) - 1
+        at = (slot[group[hit]], np.flatnonzero(hit) - first[group[hit]])
+        pad_d = np.full((int(few.sum()), int(count[few].max())), np.inf, dtype=block.dtype)
+        pad_d[at] = block[new_i[hit], member[hit]]
+        pad_p = np.full(pad_d.shape, np.iinfo(np.int64).max)
+        pad_p[at] = new_p[new_i[hit]]
+        rows_few = touched[few]
+        merged = _merge_nearest(
+            best_d[rows_few], None if best_p is None else best_p[rows_few], pad_d, pad_p, width
+        )
+        best_d[rows_few] = merged[0]
+        if best_p is not None:
+            best_p[rows_few] = merged[1]
+    many = touched[~few]
+    if many.size:
+        merged = _merge_nearest(
+            best_d[many],
+            None if best_p is None else best_p[many],
+            block[:, unassigned[many]].T,
+            new_p,
+            width,
+        )
+        best_d[many] = merged[0]
+        if best_p is not None:
+            best_p[many] = merged[1]
+    return best_d, best_p
 
 
 def _denoise(
@@ -175,7 +239,7 @@ def _denoise(
     m = dist.size
     if m < MIN_DENOISE:
         return np.arange(m)
-    step = max(1, int(m * p_in))  # float products as in the official code
+    step = max(1, int(m * p_in))  # as in _denoised_size
     rounds = m // step
     ranked = np.argsort(dist.to_centre(), kind="stable")
     if not reference:
@@ -187,13 +251,12 @@ def _denoise(
     unassigned = np.flatnonzero(waiting)
     best_d = np.empty((unassigned.size, 0), dtype=dist.dtype)
     best_p = np.empty((unassigned.size, 0), dtype=np.int64) if reference else None
-    cols_per_block = max(1, _geometry.BLOCK_ELEMENTS // m)
+    cols_per_block = max(1, min(_geometry.BLOCK_ELEMENTS, DENOISE_BLOCK) // m)
     for done in range(step, step * rounds, step):
         width = min(k, done)
         for s in range(done - step, done, cols_per_block):
-            new = order[s : min(s + cols_per_block, done)]
-            new_d = np.take(dist.rows(new), unassigned, axis=1).T
-            best_d, best_p = _merge_nearest(best_d, best_p, new_d, s, width)
+            block = dist.rows(order[s : min(s + cols_per_block, done)])
+            best_d, best_p = _merge_block(best_d, best_p, block, unassigned, s, width)
         if best_p is not None:
             scores = dist.gather(unassigned, best_p).mean(axis=1)
         else:
@@ -205,8 +268,17 @@ def _denoise(
         unassigned, best_d = unassigned[stay], best_d[stay]
         if best_p is not None:
             best_p = best_p[stay]
-    keep = int(order.size * (1 - p_rm))
-    return order[: keep if reference else max(keep, 1)]
+    return order[: int(_denoised_size(m, p_in, p_rm, reference))]
+
+
+def _denoised_size(m: Any, p_in: float, p_rm: float, reference: bool) -> np.ndarray:
+    """Members a class of ``m`` keeps after denoising: a function of ``m`` alone, so the budget
+    can be split before any class is denoised. Float products and truncation as in the official
+    code: ``step = int(m * p_in)``, ``int(step * rounds * (1 - p_rm))``."""
+    m = np.asarray(m, dtype=np.int64)
+    step = np.maximum(1, (m * p_in).astype(np.int64))
+    kept = (m // step * step * (1 - p_rm)).astype(np.int64)
+    return np.where(m < MIN_DENOISE, m, kept if reference else np.maximum(kept, 1))
 
 
 def _allocate(budget: int, sizes: np.ndarray, reference: bool) -> np.ndarray:
@@ -442,19 +514,8 @@ def bilaf(
     by_class = np.argsort(own, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(np.bincount(own, minlength=n_cls))))
 
-    # reference: float64 so near-ties order like the official cdist; paper: float32 is enough
-    dtype = np.float64 if reference else np.float32
-    intra = np.empty(own.size)
-    pools, core_pos, kept_dist, kept_bytes = [], [], {}, 0
-    for j in range(n_cls):
-        members = by_class[bounds[j] : bounds[j + 1]]
-        core_pos.append(int(np.searchsorted(members, core_ids[j])))
-        dist = ClusterDistances(rows[members], core_rows[j], store=True, dtype=dtype)
-        pools.append(_denoise(dist, core_pos[j], k, p_in, p_rm, reference))
-        intra[members] = dist.mean_to(pools[j])
-        if kept_bytes + dist.nbytes <= KEEP_BYTES:  # reused by the picks below
-            kept_dist[j], kept_bytes = dist, kept_bytes + dist.nbytes
-    alloc = _allocate(budget, np.array([p.size for p in pools]), reference)
+    sizes = np.diff(bounds)
+    alloc = _allocate(budget, _denoised_size(sizes, p_in, p_rm, reference), reference)
     if reference and (alloc == 0).any():
         j = int(np.flatnonzero(alloc == 0)[0])
         raise SelectionError(
@@ -462,38 +523,32 @@ def bilaf(
             "code divides by zero; raise the budget or use mode='paper'"
         )
 
+    # reference: float64 so near-ties order like the official cdist; paper: float32 is enough
+    dtype = np.float64 if reference else np.float32
+    buffer = _geometry.MatrixBuffer(dtype, int(sizes.max()))
     cores64 = core_rows.astype(np.float64)
-
-    def class_state(j: int) -> tuple[np.ndarray, ClusterDistances, Any]:
-        """Members, their distances and a fresh scorer for class ``j``."""
+    out, left_ids, left_keys = [], [], []
+    for j in range(n_cls):  # one class at a time: its distance matrix lives in the buffer
         members = by_class[bounds[j] : bounds[j + 1]]
-        dist = kept_dist.get(j) or ClusterDistances(
-            rows[members], core_rows[j], store=False, dtype=dtype
-        )
-        args = (opp_ids[members], opp_d[members], intra[members], delta)
-        if reference:
-            return members, dist, _ReferenceScores(*args)
-        return members, dist, _PaperScores(dist, cores64, j, *args)
-
-    picked = []
-    for j in range(n_cls):
-        members, dist, scores = class_state(j)
-        picks = _pick(dist, pools[j], core_pos[j], int(alloc[j]), scores, reference)
-        picked.append(np.asarray(picks))
-    out = np.concatenate([by_class[bounds[j] : bounds[j + 1]][p] for j, p in enumerate(picked)])
+        core = int(np.searchsorted(members, core_ids[j]))
+        dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype, buffer=buffer)
+        pool = _denoise(dist, core, k, p_in, p_rm, reference)
+        args = (opp_ids[members], opp_d[members], dist.mean_to(pool), delta)
+        scores = _ReferenceScores(*args) if reference else _PaperScores(dist, cores64, j, *args)
+        picks = _pick(dist, pool, core, int(alloc[j]), scores, reference)
+        out.append(members[picks])
+        if not reference:  # kept in case a class runs dry: what its next pick would see
+            if picks[-1] != core:
+                scores.penalise(picks[-1])
+            rest = np.setdiff1d(np.arange(members.size), picks)
+            left_ids.append(members[rest])
+            left_keys.append(np.stack([~np.isin(rest, pool), scores.score(rest)]))
+    out = np.concatenate(out)
     if out.size == budget:
         return out.astype(np.int64)
 
     # Paper mode, some class ran dry: the best remaining scores over the pool fill the budget,
     # denoised members first, each scored in the state its class's next pick would see.
-    left_ids, left_keys = [], []
-    for j in range(n_cls):
-        members, _, scores = class_state(j)
-        for p in picked[j][1:]:
-            scores.penalise(int(p))
-        rest = np.setdiff1d(np.arange(members.size), picked[j])
-        left_ids.append(members[rest])
-        left_keys.append(np.stack([~np.isin(rest, pools[j]), scores.score(rest)]))
     ids = np.concatenate(left_ids)
     keys = np.concatenate(left_keys, axis=1)
     best = np.lexsort((ids, keys[1], keys[0]))[: budget - out.size]

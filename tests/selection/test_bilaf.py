@@ -292,7 +292,8 @@ def test_cluster_distances_match_differences(store, monkeypatch):
     rows = rng.normal(3, 1, size=(120, 10)).astype(np.float32)
     rows[[5, 40, 90]] = rows[17]  # duplicates: exactly 0 apart, exactly tied to everything
     monkeypatch.setattr(geometry, "BLOCK_ELEMENTS", 500)
-    dist = geometry.ClusterDistances(rows, rows[0], store=store)
+    buffer = geometry.MatrixBuffer(np.float64) if store else None
+    dist = geometry.ClusterDistances(rows, rows[0], buffer=buffer)
     r64 = rows.astype(np.float64)
     want = np.sqrt(((r64[:, None] - r64[None]) ** 2).sum(-1))
     every = np.arange(120)
