@@ -43,6 +43,7 @@ from bilaf.selection.base import SelectionError, check_ids, register, select
 MODES = ("paper", "reference")
 MIN_DENOISE = 10  # classes smaller than this are not denoised (SPEC §3 step 1)
 OPPONENTS = 3  # paper mode: nearest opponent cores listed per sample (exact)
+REFILL = 8  # paper mode: nearest unpenalised opponents listed again once a list is used up
 DENOISE_BLOCK = 1 << 20  # new members × members merged at once: a few MiB, reused (measured)
 
 
@@ -335,8 +336,9 @@ class _PaperScores:
     t_l counts the picks whose nearest opponent was l (the official penalty, per class). As δ ≥ 1
     and the ratio grows with D, the minimum over unpenalised classes sits at the nearest
     unpenalised opponent: the first unpenalised one in the sample's list of nearest opponents
-    (exact, from the nearest-core pass), or, once the whole list is penalised, the nearest in a
-    row of distances to all cores. Each penalised class adds one distance column.
+    (exact, from the nearest-core pass). Once a list is all penalised it is refilled with the
+    next :data:`REFILL` nearest unpenalised cores from a row of distances to all cores. Each
+    penalised class adds one distance column.
     """
 
     def __init__(
@@ -350,7 +352,7 @@ class _PaperScores:
         delta: float,
     ):
         self.members, self.cores, self.delta, self.intra = dist, cores, delta, intra
-        self.opp_ids, self.opp_d = opp_ids, opp_d
+        self.own = own
         self.core_sq = np.einsum("ij,ij->i", cores, cores)
         self.complete = cores.shape[0] - 1 <= opp_ids.shape[1]  # the lists hold every opponent
         self.columns: dict[int, int] = {}  # penalised class -> column of dist / factor
@@ -358,21 +360,28 @@ class _PaperScores:
         self.blocked[own] = True
         self.dist = np.empty((dist.size, 0))
         self.factor = np.empty(0)
+        # the opponent lists, widened for refills; padding names the own class (always blocked)
+        width = opp_ids.shape[1] if self.complete else min(cores.shape[0] - 1, REFILL)
+        self.ids = np.full((dist.size, width), own)
+        self.ids[:, : opp_ids.shape[1]] = opp_ids
+        self.near = np.full((dist.size, width), np.inf)
+        self.near[:, : opp_d.shape[1]] = opp_d
         # each sample's nearest unpenalised opponent (-1: none) and its term of the minimum;
         # nothing is penalised yet, so that is the nearest opponent. ``stale`` marks samples
         # whose one was penalised since: only those still scored pay for finding the next.
         self.stale = np.zeros(dist.size, dtype=bool)
-        if opp_ids.shape[1]:
-            self.free_cls = opp_ids[:, 0].copy()
+        if width:
+            self.nearest = opp_ids[:, 0].copy()  # the class a pick's penalty goes to
+            self.free_cls = self.nearest.copy()
             self.free_term = _ratio(opp_d[:, 0] - intra, np.maximum(opp_d[:, 0], intra))
         else:  # a single class: no opponent, the ratio's limit 1
             self.free_cls = np.full(dist.size, -1)
             self.free_term = np.ones(dist.size)
 
     def penalise(self, i: int) -> None:
-        if not self.opp_ids.shape[1]:
+        if not self.ids.shape[1]:
             return
-        cls = int(self.opp_ids[i, 0])
+        cls = int(self.nearest[i])
         if cls in self.columns:
             self.factor[self.columns[cls]] *= self.delta
             return
@@ -383,30 +392,40 @@ class _PaperScores:
         self.factor = np.append(self.factor, self.delta)
         self.stale |= self.free_cls == cls  # found again when next scored
 
-    def _move_on(self, rows: np.ndarray) -> None:
-        """Set the nearest unpenalised opponent of ``rows`` and its term."""
-        if not self.opp_ids.shape[1]:  # a single class: no opponent, the ratio's limit 1
-            return
-        free = ~self.blocked[self.opp_ids[rows]]
-        listed = free.any(axis=1)
-        first = free.argmax(axis=1)
-        cls = np.where(listed, self.opp_ids[rows, first], -1)
-        near = np.where(listed, self.opp_d[rows, first], np.inf)
-        beyond = np.flatnonzero(~listed)
+    def _refill(self, rows: np.ndarray) -> None:
+        """Replace the lists of ``rows`` with their nearest unpenalised cores, nearest first
+        (ties to the lower core position)."""
+        width = self.ids.shape[1]
         step = max(1, _geometry.BLOCK_ELEMENTS // self.cores.shape[0])
-        for s in range(0, 0 if self.complete else beyond.size, step):
-            part = beyond[s : s + step]
+        for s in range(0, rows.size, step):
+            part = rows[s : s + step]
             # float64 Gram: paper mode needs determinism here, not cdist's last bit
-            x = self.members.reps[self.members.inverse[rows[part]]] + self.members.centre
+            x = self.members.reps[self.members.inverse[part]] + self.members.centre
             sq = np.einsum("ij,ij->i", x, x)[:, None] - 2.0 * x @ self.cores.T + self.core_sq
             sq[:, self.blocked] = np.inf
-            cls[part] = sq.argmin(axis=1)
-            near[part] = np.sqrt(np.maximum(sq[np.arange(part.size), cls[part]], 0.0))
-        none = np.isinf(near)  # no unpenalised opponent left: the ratio's limit, 1
-        self.free_cls[rows] = np.where(none, -1, cls)
+            ids = np.argpartition(sq, width - 1, axis=1)[:, :width]
+            sq = np.take_along_axis(sq, ids, axis=1)
+            order = np.lexsort((ids, sq), axis=1)
+            ids, sq = np.take_along_axis(ids, order, 1), np.take_along_axis(sq, order, 1)
+            none = np.isinf(sq)
+            self.ids[part] = np.where(none, self.own, ids)  # padding: the own class
+            self.near[part] = np.sqrt(np.maximum(sq, 0.0))
+
+    def _move_on(self, rows: np.ndarray) -> None:
+        """Set the nearest unpenalised opponent of ``rows`` and its term."""
+        if not self.ids.shape[1]:  # a single class: no opponent, the ratio's limit 1
+            return
+        free = ~self.blocked[self.ids[rows]]
+        listed = free.any(axis=1)
+        if not self.complete and not listed.all():
+            self._refill(rows[~listed])
+            free[~listed] = ~self.blocked[self.ids[rows[~listed]]]
+            listed = free.any(axis=1)
+        first = free.argmax(axis=1)
+        self.free_cls[rows] = np.where(listed, self.ids[rows, first], -1)
         intra = self.intra[rows]
-        near = np.where(none, intra, near)
-        self.free_term[rows] = np.where(none, 1.0, _ratio(near - intra, np.maximum(near, intra)))
+        near = np.where(listed, self.near[rows, first], intra)  # none left: the ratio's limit 1
+        self.free_term[rows] = np.where(listed, _ratio(near - intra, np.maximum(near, intra)), 1.0)
 
     def score(self, pos: np.ndarray) -> np.ndarray:
         stale = pos[self.stale[pos]]
@@ -422,6 +441,19 @@ class _PaperScores:
         return out
 
 
+def _first_smallest(values: np.ndarray, r: int) -> np.ndarray:
+    """Mask of the ``r`` smallest values, ties to the earlier position: the first ``r`` of a
+    stable argsort, in linear time."""
+    if r >= values.size:
+        return np.ones(values.size, dtype=bool)
+    if r == 0:
+        return np.zeros(values.size, dtype=bool)
+    kth = np.partition(values, r - 1)[r - 1]
+    mask = values < kth
+    mask[np.flatnonzero(values == kth)[: r - np.count_nonzero(mask)]] = True
+    return mask
+
+
 def _pick(
     dist: ClusterDistances,
     pool: np.ndarray,
@@ -432,10 +464,12 @@ def _pick(
 ) -> list[int]:
     """Iterative selection and removal in one class (BiLAF §3.3, SPEC §3 step 4).
 
-    Start from the core; each round sorts the candidates by (distance to the last pick, candidate
-    order), drops the first r = ⌊|U|/a⌋, penalises the last pick's opponent and takes the lowest
-    score. Reference mode lets a pick come back when r = 0 (the official duplicates); paper mode
-    never offers a pick again and stops early if the class runs dry.
+    Start from the core; each round drops the r = ⌊|U|/a⌋ candidates nearest the last pick (ties
+    to the earlier candidate), penalises the last pick's opponent and takes the lowest score
+    (ties to the earlier candidate). Reference mode re-sorts the candidates by that distance each
+    round, as the official code does, and lets a pick come back when r = 0 (its duplicates);
+    paper mode keeps them in pool order (the same r leave), never offers a pick again and stops
+    early if the class runs dry.
     """
     picks = [core_pos]
     taken = np.zeros(dist.size, dtype=bool)
@@ -444,9 +478,11 @@ def _pick(
     drop = pool.size // quota
     while len(picks) < quota:
         last = picks[-1]
-        cand = cand[np.argsort(dist.from_member(last)[cand], kind="stable")[drop:]]
-        if not reference:
-            cand = cand[~taken[cand]]
+        near = dist.from_member(last)[cand]
+        if reference:
+            cand = cand[np.argsort(near, kind="stable")[drop:]]
+        else:
+            cand = cand[~(_first_smallest(near, drop) | taken[cand])]
             if not cand.size:
                 break
         if last != core_pos:
@@ -540,9 +576,13 @@ def bilaf(
         if not reference:  # kept in case a class runs dry: what its next pick would see
             if picks[-1] != core:
                 scores.penalise(picks[-1])
-            rest = np.setdiff1d(np.arange(members.size), picks)
+            left = np.ones(members.size, dtype=bool)
+            left[picks] = False
+            rest = np.flatnonzero(left)
+            denoised = np.zeros(members.size, dtype=bool)
+            denoised[pool] = True
             left_ids.append(members[rest])
-            left_keys.append(np.stack([~np.isin(rest, pool), scores.score(rest)]))
+            left_keys.append(np.stack([~denoised[rest], scores.score(rest)]))
     out = np.concatenate(out)
     if out.size == budget:
         return out.astype(np.int64)

@@ -12,7 +12,8 @@ import pytest
 
 from bilaf.selection import SelectionError, select
 from bilaf.selection import _geometry as geometry
-from bilaf.selection.bilaf import _allocate
+from bilaf.selection import bilaf as bilaf_module
+from bilaf.selection.bilaf import _allocate, _denoise, _denoised_size, _first_smallest
 from tests.selection.contract import SelectionContract, blobs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "reference"
@@ -88,6 +89,39 @@ def test_matrix_free_path_gives_the_same_picks(monkeypatch):
     monkeypatch.setattr(geometry, "BLOCK_ELEMENTS", 64)
     for mode, picked in expected.items():
         np.testing.assert_array_equal(run_case(feats, case, mode), picked)
+
+
+@pytest.mark.parametrize("mode", ["reference", "paper"])
+def test_denoising_merge_paths_agree_on_a_fixture(mode, monkeypatch):
+    """Large classes merge only entries below a row's worst; merging every entry gives the same."""
+    feats, case = load_case(FIXTURES / "imbalanced6k" / "boundary_B600.json")
+    expected = run_case(feats, case, mode)
+    monkeypatch.setattr(bilaf_module, "DENSE_MERGE", 0)
+    np.testing.assert_array_equal(run_case(feats, case, mode), expected)
+    monkeypatch.setattr(bilaf_module, "DENSE_MERGE", 1 << 40)
+    np.testing.assert_array_equal(run_case(feats, case, mode), expected)
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_denoised_size_is_what_denoising_keeps(reference):
+    """The budget is split from sizes computed before denoising: they must be the real ones."""
+    rng = np.random.default_rng(3)
+    for m in (1, 9, 10, 11, 37, 100, 257):
+        rows = rng.normal(size=(m, 4)).astype(np.float32)
+        dist = geometry.ClusterDistances(rows, rows[0])
+        for p_in, p_rm in ((0.1, 0.1), (0.07, 0.0), (0.3, 0.45), (1.0, 0.2)):
+            kept = _denoise(dist, 0, 3, p_in, p_rm, reference)
+            assert kept.size == _denoised_size(m, p_in, p_rm, reference), (m, p_in, p_rm)
+
+
+def test_first_smallest_is_a_stable_argsort_prefix():
+    rng = np.random.default_rng(4)
+    for size in (1, 5, 40):
+        values = rng.integers(0, 4, size).astype(np.float64)  # many ties
+        for r in range(size + 2):
+            want = np.zeros(size, dtype=bool)
+            want[np.argsort(values, kind="stable")[:r]] = True
+            np.testing.assert_array_equal(_first_smallest(values, r), want)
 
 
 def test_normalize_equals_running_on_normalised_features():
@@ -225,10 +259,13 @@ def transcribe_reference(x, cores, budget, k, p_in, p_rm, delta):
     return np.array(out)
 
 
+@pytest.mark.parametrize("dense_merge", [bilaf_module.DENSE_MERGE, 0])
 @pytest.mark.parametrize("seed", range(6))
-def test_reference_mode_equals_a_plain_transcription(seed):
+def test_reference_mode_equals_a_plain_transcription(seed, dense_merge, monkeypatch):
     """Small pools with exact ties (integer features), duplicate rows and (seed 5) repeated picks:
-    the fixtures have no ties."""
+    the fixtures have no ties. ``dense_merge=0`` sends every denoising merge of full rows through
+    the below-the-worst filter that large classes use."""
+    monkeypatch.setattr(bilaf_module, "DENSE_MERGE", dense_merge)
     rng = np.random.default_rng(seed)
     n, d, n_cls = 150 + 40 * seed, 3 + seed, 3 + seed
     centres = rng.normal(0, 3, size=(n_cls + 2, d))
