@@ -338,7 +338,7 @@ class _PaperScores:
     unpenalised opponent: the first unpenalised one in the sample's list of nearest opponents
     (exact, from the nearest-core pass). Once a list is all penalised it is refilled with the
     next :data:`REFILL` nearest unpenalised cores from a row of distances to all cores. Each
-    penalised class adds one distance column.
+    penalised class adds one distance column, and each sample keeps its minimum over those.
     """
 
     def __init__(
@@ -360,6 +360,9 @@ class _PaperScores:
         self.blocked[own] = True
         self.dist = np.empty((dist.size, 0))
         self.factor = np.empty(0)
+        # each sample's minimum over the penalised classes' terms, and the column it sits in
+        self.pen_min = np.full(dist.size, np.inf)
+        self.pen_arg = np.full(dist.size, -1)
         # the opponent lists, widened for refills; padding names the own class (always blocked)
         width = opp_ids.shape[1] if self.complete else min(cores.shape[0] - 1, REFILL)
         self.ids = np.full((dist.size, width), own)
@@ -382,15 +385,28 @@ class _PaperScores:
         if not self.ids.shape[1]:
             return
         cls = int(self.nearest[i])
-        if cls in self.columns:
-            self.factor[self.columns[cls]] *= self.delta
+        if cls in self.columns:  # its terms grow: rows whose minimum it was look again
+            col = self.columns[cls]
+            self.factor[col] *= self.delta
+            rows = np.flatnonzero(self.pen_arg == col)
+            terms = self._terms(self.dist[rows], self.factor, self.intra[rows, None])
+            self.pen_arg[rows] = terms.argmin(axis=1)
+            self.pen_min[rows] = terms[np.arange(rows.size), self.pen_arg[rows]]
             return
         self.columns[cls] = len(self.columns)
         self.blocked[cls] = True
         column = self.members.to_point(self.cores[cls])
         self.dist = np.hstack([self.dist, column[:, None]])
         self.factor = np.append(self.factor, self.delta)
+        term = self._terms(column, self.delta, self.intra)
+        lower = term < self.pen_min
+        self.pen_min[lower], self.pen_arg[lower] = term[lower], self.columns[cls]
         self.stale |= self.free_cls == cls  # found again when next scored
+
+    @staticmethod
+    def _terms(dist: np.ndarray, factor: Any, intra: np.ndarray) -> np.ndarray:
+        """Eq. 7 terms of penalised classes: (factor·D − d_intra) / max(D, d_intra)."""
+        return _ratio(dist * factor - intra, np.maximum(dist, intra))
 
     def _refill(self, rows: np.ndarray) -> None:
         """Replace the lists of ``rows`` with their nearest unpenalised cores, nearest first
@@ -432,13 +448,7 @@ class _PaperScores:
         if stale.size:
             self._move_on(stale)
             self.stale[stale] = False
-        out = self.free_term[pos]
-        if self.columns:
-            intra = self.intra[pos][:, None]
-            dist = self.dist[pos]
-            penalised = _ratio(dist * self.factor - intra, np.maximum(dist, intra))
-            out = np.minimum(out, penalised.min(axis=1))
-        return out
+        return np.minimum(self.free_term[pos], self.pen_min[pos])
 
 
 def _first_smallest(values: np.ndarray, r: int) -> np.ndarray:
