@@ -25,7 +25,8 @@ import numpy as np
 from bilaf.selection.base import iter_row_chunks
 
 BLOCK_ELEMENTS = 1 << 24  # entries of one row-block × columns distance matrix (64-128 MiB)
-ROWS_PER_BLOCK = 256  # rows per nearest-core block: small temporaries stay cached (measured)
+ROWS_PER_BLOCK = 2048  # rows per nearest-core block (fewer if many cores)
+EXACT_ROWS = 256  # rows per float64 recomputation: temporaries of ~1 MiB are reused (measured)
 STORE_LIMIT = 12_000  # distinct rows of a cluster whose full matrix is kept (<= 1.1 GiB)
 UNIT_ROUNDOFF = 2.0**-24  # float32
 
@@ -64,14 +65,15 @@ def _exact_top(
     dist = np.full((n, width), np.inf)
     core = np.zeros((n, width), dtype=np.int64)
     core[rows, slot] = cols
-    x64 = xb.astype(np.float64)
-    for j in range(depth):
-        diff = cores[core[:, j]]
-        np.subtract(x64, diff, out=diff)
-        dist[:, j] = np.einsum("ij,ij->i", diff, diff)
+    for lo in range(0, n, EXACT_ROWS):
+        x64 = xb[lo : lo + EXACT_ROWS].astype(np.float64)
+        for j in range(depth):
+            diff = cores[core[lo : lo + EXACT_ROWS, j]]
+            np.subtract(x64, diff, out=diff)
+            dist[lo : lo + EXACT_ROWS, j] = np.einsum("ij,ij->i", diff, diff)
     extra = np.flatnonzero(slot >= depth)
     if extra.size:
-        diff = x64[rows[extra]] - cores[cols[extra]]
+        diff = xb[rows[extra]].astype(np.float64) - cores[cols[extra]]
         dist[rows[extra], slot[extra]] = np.einsum("ij,ij->i", diff, diff)
     np.sqrt(dist, out=dist)
     order = np.argsort(dist, axis=1, kind="stable")[:, :depth]  # columns are in core order
@@ -98,8 +100,7 @@ def _shortlist(
         kth = approx.topk(depth, dim=1, largest=False).values[:, -1]
         hits = approx <= (kth + torch.from_numpy(slack).to(approx))[:, None]
         return tuple(t.cpu().numpy() for t in torch.nonzero(hits, as_tuple=True))
-    approx = xb @ right[:-1]
-    approx += right[-1]
+    approx = np.hstack([xb, np.ones((xb.shape[0], 1), dtype=xb.dtype)]) @ right  # one pass
     n_cores = approx.shape[1]
     if n_cores >= 2048:  # the depth-th smallest of 64 group minima bounds it, far cheaper
         groups = np.arange(0, n_cores, n_cores // 64)

@@ -45,6 +45,7 @@ MIN_DENOISE = 10  # classes smaller than this are not denoised (SPEC §3 step 1)
 OPPONENTS = 3  # paper mode: nearest opponent cores listed per sample (exact)
 REFILL = 8  # paper mode: nearest unpenalised opponents listed again once a list is used up
 DENOISE_BLOCK = 1 << 20  # new members × members merged at once: a few MiB, reused (measured)
+DENSE_MERGE = 1 << 16  # below this many new entries a denoising block is merged whole
 
 
 def _check_options(mode: str, k: int, p_in: float, p_rm: float, delta: float) -> None:
@@ -164,9 +165,6 @@ def _merge_nearest(
         keep[tied] = False
         keep[tied[:, None], np.lexsort((cat_p[tied], cat_d[tied]), axis=1)[:, :width]] = True
     return cat_d[keep].reshape(-1, width), cat_p[keep].reshape(-1, width)
-
-
-DENSE_MERGE = 1 << 16  # below this many new entries a block is merged whole
 
 
 def _merge_block(
