@@ -187,11 +187,11 @@ def _merge_block(
         return _merge_nearest(best_d, best_p, block[:, unassigned].T, new_p, width)
     threshold = np.full(block.shape[1], -np.inf, dtype=block.dtype)
     threshold[unassigned] = best_d.max(axis=1)
-    new_i, member = np.divmod(np.flatnonzero(block < threshold), block.shape[1])
-    rows = np.searchsorted(unassigned, member)  # unassigned is sorted
-    by_row = np.argsort(rows, kind="stable")  # then by join position
-    rows, new_i, member = rows[by_row], new_i[by_row], member[by_row]
-    touched, first, count = np.unique(rows, return_index=True, return_counts=True)
+    # entries by member, then join position (the transpose's order); unassigned is sorted
+    member, new_i = np.divmod(np.flatnonzero((block < threshold).T), block.shape[0])
+    rows = np.searchsorted(unassigned, member)
+    first = np.flatnonzero(np.diff(rows, prepend=-1))
+    touched, count = rows[first], np.diff(np.append(first, rows.size))
     group = np.repeat(np.arange(touched.size), count)
     few = count <= width
     if few.any():
