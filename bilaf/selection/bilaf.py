@@ -202,26 +202,28 @@ def _merge_block(
         pad_d[at] = block[new_i[hit], member[hit]]
         pad_p = np.full(pad_d.shape, np.iinfo(np.int64).max)
         pad_p[at] = new_p[new_i[hit]]
-        rows_few = touched[few]
-        merged = _merge_nearest(
-            best_d[rows_few], None if best_p is None else best_p[rows_few], pad_d, pad_p, width
-        )
-        best_d[rows_few] = merged[0]
-        if best_p is not None:
-            best_p[rows_few] = merged[1]
+        _merge_rows(best_d, best_p, touched[few], pad_d, pad_p, width)
     many = touched[~few]
     if many.size:
-        merged = _merge_nearest(
-            best_d[many],
-            None if best_p is None else best_p[many],
-            block[:, unassigned[many]].T,
-            new_p,
-            width,
-        )
-        best_d[many] = merged[0]
-        if best_p is not None:
-            best_p[many] = merged[1]
+        _merge_rows(best_d, best_p, many, block[:, unassigned[many]].T, new_p, width)
     return best_d, best_p
+
+
+def _merge_rows(
+    best_d: np.ndarray,
+    best_p: np.ndarray | None,
+    rows: np.ndarray,
+    new_d: np.ndarray,
+    new_p: np.ndarray,
+    width: int,
+) -> None:
+    """:func:`_merge_nearest` on some ``rows`` of full nearest lists, written back in place."""
+    merged = _merge_nearest(
+        best_d[rows], None if best_p is None else best_p[rows], new_d, new_p, width
+    )
+    best_d[rows] = merged[0]
+    if best_p is not None:
+        best_p[rows] = merged[1]
 
 
 def _denoise(
@@ -238,7 +240,7 @@ def _denoise(
     m = dist.size
     if m < MIN_DENOISE:
         return np.arange(m)
-    step = max(1, int(m * p_in))  # as in _denoised_size
+    step = int(_growth_step(m, p_in))
     rounds = m // step
     ranked = np.argsort(dist.to_centre(), kind="stable")
     if not reference:
@@ -270,12 +272,18 @@ def _denoise(
     return order[: int(_denoised_size(m, p_in, p_rm, reference))]
 
 
+def _growth_step(m: Any, p_in: float) -> np.ndarray:
+    """Members joining per denoising round: ``max(1, int(m * p_in))``, a float product as in the
+    official code."""
+    return np.maximum(1, (np.asarray(m) * p_in).astype(np.int64))
+
+
 def _denoised_size(m: Any, p_in: float, p_rm: float, reference: bool) -> np.ndarray:
     """Members a class of ``m`` keeps after denoising: a function of ``m`` alone, so the budget
-    can be split before any class is denoised. Float products and truncation as in the official
-    code: ``step = int(m * p_in)``, ``int(step * rounds * (1 - p_rm))``."""
+    can be split before any class is denoised: ``int(step * rounds * (1 - p_rm))`` as in the
+    official code."""
     m = np.asarray(m, dtype=np.int64)
-    step = np.maximum(1, (m * p_in).astype(np.int64))
+    step = _growth_step(m, p_in)
     kept = (m // step * step * (1 - p_rm)).astype(np.int64)
     return np.where(m < MIN_DENOISE, m, kept if reference else np.maximum(kept, 1))
 
