@@ -171,20 +171,22 @@ def _below_diagonal(size: int) -> np.ndarray:
     return np.tri(size, k=-1, dtype=bool)
 
 
+def _augmented(x: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [−2x, ||x||², 1] and [x, 1, ||x||²]: their product is the squared distance."""
+    ones = np.ones((x.shape[0], 1), dtype=x.dtype)
+    return np.hstack([-2 * x, sq[:, None], ones]), np.hstack([x, ones, sq[:, None]])
+
+
 def _symmetric_distances(
     x: np.ndarray, sq: np.ndarray, out: np.ndarray, block: int = 512
 ) -> np.ndarray:
     """Full distance matrix among rows ``x`` with squared norms ``sq`` (in x's dtype), in ``out``.
 
-    One product of augmented rows gives ||a||² + ||b||² − 2a·b directly; only the upper block
-    triangle is computed and then mirrored, so the matrix is exactly symmetric with a zero
-    diagonal (like ``cdist``) at about half the cost.
+    Only the upper block triangle is computed and then mirrored, so the matrix is exactly
+    symmetric with a zero diagonal (like ``cdist``) at about half the cost.
     """
-    m = x.shape[0]
-    ones = np.ones((m, 1), dtype=x.dtype)
-    left = np.hstack([-2 * x, sq[:, None], ones])
-    right = np.hstack([x, ones, sq[:, None]])
-    for s in range(0, m, block):
+    left, right = _augmented(x, sq)
+    for s in range(0, x.shape[0], block):
         part = out[s : s + block, s:]
         np.matmul(left[s : s + block], right[s:].T, out=part)
         np.maximum(part, 0, out=part)
@@ -196,29 +198,23 @@ def _symmetric_distances(
     return out
 
 
-def _gram_distances(a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
-    """Euclidean distances from the Gram identity, clamped at 0 against rounding."""
-    out = a @ b.T
-    out *= -2
-    out += a_sq[:, None]
-    out += b_sq[None, :]
-    np.maximum(out, 0, out=out)
-    return np.sqrt(out, out=out)
-
-
 class MatrixBuffer:
-    """Memory for one square distance matrix at a time, reused by cluster after cluster: the
-    pages are allocated and touched once instead of once per cluster."""
+    """Memory for one cluster's distances at a time, reused by cluster after cluster: the pages
+    are allocated and touched once instead of once per cluster."""
 
     def __init__(self, dtype: type, largest: int = 0) -> None:
         side = min(largest, STORE_LIMIT)
         self.data = np.empty(side * side, dtype=dtype)
 
+    def flat(self, count: int) -> np.ndarray:
+        """``count`` elements of the buffer (grown if needed); earlier views are invalid."""
+        if self.data.size < count:
+            self.data = np.empty(count, dtype=self.data.dtype)
+        return self.data[:count]
+
     def square(self, size: int) -> np.ndarray:
-        """A size × size view of the buffer (grown if needed); the previous view is invalid."""
-        if self.data.size < size * size:
-            self.data = np.empty(size * size, dtype=self.data.dtype)
-        return self.data[: size * size].reshape(size, size)
+        """A size × size view of the buffer (grown if needed); earlier views are invalid."""
+        return self.flat(size * size).reshape(size, size)
 
 
 class ClusterDistances:
@@ -230,9 +226,9 @@ class ClusterDistances:
     (reference mode), float32 where determinism is enough (paper mode, twice as fast). Identical
     rows share one representative, so self- and duplicate distances are exactly 0 and exact ties
     stay exact whatever the BLAS does with row positions. Given a ``buffer`` (and at most
-    :data:`STORE_LIMIT` distinct rows) the full matrix is kept there, valid until the buffer's
-    next use; otherwise each request computes its block on the fly, so memory stays bounded for
-    huge clusters.
+    :data:`STORE_LIMIT` distinct rows) the full matrix is computed once and kept there, valid
+    until the buffer's next use; otherwise each request computes its block, so only the pairs
+    asked for are ever computed and memory stays bounded for huge clusters.
     """
 
     def __init__(
@@ -251,6 +247,7 @@ class ClusterDistances:
         self.sq = np.einsum("ij,ij->i", self.reps, self.reps)
         self.work, self.work_sq = self.reps.astype(dtype), self.sq.astype(dtype)
         self.full: np.ndarray | None = None
+        self._sides: tuple[np.ndarray, np.ndarray] | None = None
         if buffer is not None and reps.size <= STORE_LIMIT:
             self.full = _symmetric_distances(self.work, self.work_sq, buffer.square(reps.size))
 
@@ -263,21 +260,48 @@ class ClusterDistances:
         """Per-representative values (last axis) to per-member values."""
         return values[..., self.inverse] if self.has_duplicates else values
 
-    def _rep_rows(self, reps: np.ndarray) -> np.ndarray:
-        """Distances from representatives ``reps`` to every representative."""
-        if self.full is not None:
-            return self.full[reps]
-        out = _gram_distances(self.work[reps], self.work, self.work_sq[reps], self.work_sq)
-        out[np.arange(reps.size), reps] = 0
-        return out
-
     def to_centre(self) -> np.ndarray:
         """Every member's float64 distance to the core, from differences (like ``cdist``)."""
         return self._expand(np.sqrt(self.sq))
 
-    def rows(self, members: np.ndarray) -> np.ndarray:
-        """Distances from ``members`` to every member: (len(members), size)."""
-        return self._expand(self._rep_rows(self.inverse[members]))
+    def block(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        out: np.ndarray | None = None,
+        disjoint: bool = False,
+    ) -> np.ndarray:
+        """Distances from members ``rows`` to members ``cols`` (each without repeats), in ``out``
+        if given. ``disjoint`` promises that no member is in both, so no self-distance needs
+        zeroing (duplicates of one another are still exactly 0)."""
+        r, c = self.inverse[rows], self.inverse[cols]
+        if self.full is not None:  # symmetric: the columns read as whole rows
+            values = self.full[c].T[r]
+        elif self.has_duplicates:  # one product per distinct pair of rows: exact ties stay exact
+            r, r_back = np.unique(r, return_inverse=True)
+            c, c_back = np.unique(c, return_inverse=True)
+            values = self._rep_block(r, c, None, False)[r_back[:, None], c_back]
+        else:
+            return self._rep_block(r, c, out, disjoint)
+        if out is None:
+            return values
+        np.copyto(out, values)
+        return out
+
+    def _rep_block(
+        self, r: np.ndarray, c: np.ndarray, out: np.ndarray | None, disjoint: bool
+    ) -> np.ndarray:
+        """Distances between distinct representatives ``r`` and ``c``: one product."""
+        if self._sides is None:
+            self._sides = _augmented(self.work, self.work_sq)
+        left, right = self._sides
+        values = np.matmul(left[r], right[c].T, out=out)
+        np.maximum(values, 0, out=values)
+        np.sqrt(values, out=values)
+        if not disjoint:
+            _, at_r, at_c = np.intersect1d(r, c, assume_unique=True, return_indices=True)
+            values[at_r, at_c] = 0
+        return values
 
     def from_member(self, i: int) -> np.ndarray:
         """Distances from member ``i`` to every member (one matrix-vector product)."""
@@ -314,8 +338,9 @@ class ClusterDistances:
         weights = (counts / pool.size).astype(self.dtype)
         if self.full is not None:
             return self._expand(self.full @ weights)
-        out = np.empty(self.reps.shape[0], dtype=self.dtype)
-        step = max(1, BLOCK_ELEMENTS // self.reps.shape[0])
-        for s in range(0, out.size, step):
-            out[s : s + step] = self._rep_rows(np.arange(s, min(s + step, out.size))) @ weights
+        every = np.arange(self.reps.shape[0])
+        out = np.empty(every.size, dtype=self.dtype)
+        step = max(1, BLOCK_ELEMENTS // every.size)
+        for s in range(0, every.size, step):
+            out[s : s + step] = self._rep_block(every[s : s + step], every, None, False) @ weights
         return self._expand(out)

@@ -44,7 +44,7 @@ MODES = ("paper", "reference")
 MIN_DENOISE = 10  # classes smaller than this are not denoised (SPEC §3 step 1)
 OPPONENTS = 3  # paper mode: nearest opponent cores listed per sample (exact)
 REFILL = 8  # paper mode: nearest unpenalised opponents listed again once a list is used up
-DENOISE_BLOCK = 1 << 20  # new members × members merged at once: a few MiB, reused (measured)
+DENOISE_BLOCK = 1 << 20  # unassigned × new members merged at once: a few MiB, reused (measured)
 DENSE_MERGE = 1 << 16  # below this many new entries a denoising block is merged whole
 
 
@@ -171,25 +171,20 @@ def _merge_block(
     best_d: np.ndarray,
     best_p: np.ndarray | None,
     block: np.ndarray,
-    unassigned: np.ndarray,
     first_new: int,
     width: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Merge ``block`` (new members, joined from position ``first_new`` on, × all members) into
-    each unassigned member's ``width`` nearest.
+    """Merge ``block`` (unassigned members × new members, joined from position ``first_new``
+    on) into each unassigned member's ``width`` nearest.
 
     Once rows are full, only an entry below its row's current worst can enter (an equal one
     joined later and loses the tie), and few do: one comparison finds them, rows with a few are
-    merged with their entries padded by +inf, rows with many with the whole block column.
+    merged with their entries padded by +inf, rows with many with their whole block row.
     """
-    new_p = np.arange(first_new, first_new + block.shape[0])
-    if best_d.shape[1] < width or unassigned.size * block.shape[0] <= DENSE_MERGE:
-        return _merge_nearest(best_d, best_p, block[:, unassigned].T, new_p, width)
-    threshold = np.full(block.shape[1], -np.inf, dtype=block.dtype)
-    threshold[unassigned] = best_d.max(axis=1)
-    # entries by member, then join position (the transpose's order); unassigned is sorted
-    member, new_i = np.divmod(np.flatnonzero((block < threshold).T), block.shape[0])
-    rows = np.searchsorted(unassigned, member)
+    new_p = np.arange(first_new, first_new + block.shape[1])
+    if best_d.shape[1] < width or block.size <= DENSE_MERGE:
+        return _merge_nearest(best_d, best_p, block, new_p, width)
+    rows, new_i = np.nonzero(block < best_d.max(axis=1)[:, None])  # by row, then join position
     first = np.flatnonzero(np.diff(rows, prepend=-1))
     touched, count = rows[first], np.diff(np.append(first, rows.size))
     group = np.repeat(np.arange(touched.size), count)
@@ -199,13 +194,13 @@ def _merge_block(
         slot = np.cumsum(few) - 1
         at = (slot[group[hit]], np.flatnonzero(hit) - first[group[hit]])
         pad_d = np.full((int(few.sum()), int(count[few].max())), np.inf, dtype=block.dtype)
-        pad_d[at] = block[new_i[hit], member[hit]]
+        pad_d[at] = block[rows[hit], new_i[hit]]
         pad_p = np.full(pad_d.shape, np.iinfo(np.int64).max)
         pad_p[at] = new_p[new_i[hit]]
         _merge_rows(best_d, best_p, touched[few], pad_d, pad_p, width)
     many = touched[~few]
     if many.size:
-        _merge_rows(best_d, best_p, many, block[:, unassigned[many]].T, new_p, width)
+        _merge_rows(best_d, best_p, many, block[many], new_p, width)
     return best_d, best_p
 
 
@@ -227,19 +222,29 @@ def _merge_rows(
 
 
 def _denoise(
-    dist: ClusterDistances, core_pos: int, k: int, p_in: float, p_rm: float, reference: bool
-) -> np.ndarray:
-    """Denoised member positions in join order (BiLAF §3.2, SPEC §3 step 1).
+    dist: ClusterDistances,
+    core_pos: int,
+    k: int,
+    p_in: float,
+    p_rm: float,
+    reference: bool,
+    scratch: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Denoised member positions in join order (BiLAF §3.2, SPEC §3 step 1), and every member's
+    mean distance to them (d_intra, Eq. 5).
 
     Level 1 is the ``step`` members nearest the core; each later round adds the ``step``
     unassigned members of lowest density score (mean distance to their k nearest assigned
     members); the last ``p_rm`` of the join order is dropped. Reference mode keeps the official
     density bug: it averages ``D[u, p]`` over the k nearest members' *join positions* ``p``, read
     as member positions. Paper mode uses the true k-NN mean and always keeps the core, first.
+
+    Each round needs only the distances from the unassigned members to the last round's: about
+    half the matrix, each pair once. Blocks that fit in ``scratch`` are kept for d_intra.
     """
     m = dist.size
     if m < MIN_DENOISE:
-        return np.arange(m)
+        return _with_pool_means(dist, np.arange(m), m, m, [])  # one round: no blocks
     step = int(_growth_step(m, p_in))
     rounds = m // step
     ranked = np.argsort(dist.to_centre(), kind="stable")
@@ -252,12 +257,25 @@ def _denoise(
     unassigned = np.flatnonzero(waiting)
     best_d = np.empty((unassigned.size, 0), dtype=dist.dtype)
     best_p = np.empty((unassigned.size, 0), dtype=np.int64) if reference else None
-    cols_per_block = max(1, min(_geometry.BLOCK_ELEMENTS, DENOISE_BLOCK) // m)
+    blocks: list | None = [] if scratch is not None else None  # (rows, cols, block) kept
+    stored = 0
+    # computed blocks: one product per round; read from a whole matrix: a few MiB at a time
+    limit = _geometry.BLOCK_ELEMENTS if dist.full is None else DENOISE_BLOCK
     for done in range(step, step * rounds, step):
         width = min(k, done)
-        for s in range(done - step, done, cols_per_block):
-            block = dist.rows(order[s : min(s + cols_per_block, done)])
-            best_d, best_p = _merge_block(best_d, best_p, block, unassigned, s, width)
+        per_block = max(1, limit // unassigned.size)
+        for s in range(done - step, done, per_block):
+            new = order[s : min(s + per_block, done)]
+            size = unassigned.size * new.size
+            out = None
+            if blocks is not None and stored + size <= scratch.size:
+                out = scratch[stored : stored + size].reshape(unassigned.size, new.size)
+                stored += size
+                blocks.append((unassigned, new, out))
+            elif blocks is not None:  # no room: d_intra takes one more pass instead
+                blocks = None
+            block = dist.block(unassigned, new, out=out, disjoint=True)
+            best_d, best_p = _merge_block(best_d, best_p, block, s, width)
         if best_p is not None:
             scores = dist.gather(unassigned, best_p).mean(axis=1)
         else:
@@ -269,7 +287,38 @@ def _denoise(
         unassigned, best_d = unassigned[stay], best_d[stay]
         if best_p is not None:
             best_p = best_p[stay]
-    return order[: int(_denoised_size(m, p_in, p_rm, reference))]
+    kept = int(_denoised_size(m, p_in, p_rm, reference))
+    return _with_pool_means(dist, order, step, kept, blocks)
+
+
+def _with_pool_means(
+    dist: ClusterDistances,
+    order: np.ndarray,
+    step: int,
+    kept: int,
+    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pool (the first ``kept`` of the join ``order``) and every member's mean distance to
+    it (d_intra). The denoising ``blocks`` (unassigned × new) hold every pair from different
+    rounds but the last round's with the members that never joined; those and the pairs within
+    a round are computed here. Without blocks (a whole matrix, or no room to keep them) one
+    pass over the matrix does it."""
+    if blocks is None:
+        return order[:kept], dist.mean_to(order[:kept])
+    m = dist.size
+    in_pool = np.zeros(m, dtype=dist.dtype)
+    in_pool[order[:kept]] = 1
+    sums = np.zeros(m)
+    for rows, cols, block in blocks:
+        sums[rows] += block @ in_pool[cols]
+        sums[cols] += in_pool[rows] @ block
+    never = np.ones(m, dtype=bool)
+    never[order] = False
+    for s in range(0, kept, step):
+        group = order[s : s + step]
+        rows = group if s + step < order.size else np.concatenate((group, np.flatnonzero(never)))
+        sums[rows] += dist.block(rows, group[in_pool[group] > 0]).sum(axis=1)
+    return order[:kept], sums / max(kept, 1)
 
 
 def _growth_step(m: Any, p_in: float) -> np.ndarray:
@@ -583,9 +632,14 @@ def bilaf(
     for j in range(n_cls):  # one class at a time: its distance matrix lives in the buffer
         members = by_class[bounds[j] : bounds[j + 1]]
         core = int(np.searchsorted(members, core_ids[j]))
-        dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype, buffer=buffer)
-        pool = _denoise(dist, core, k, p_in, p_rm, reference)
-        args = (opp_ids[members], opp_d[members], dist.mean_to(pool), delta)
+        if reference:  # the density bug reads arbitrary pairs: keep the whole matrix
+            dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype, buffer=buffer)
+            scratch = None
+        else:
+            dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype)
+            scratch = buffer.flat(min(members.size**2, _geometry.STORE_LIMIT**2))
+        pool, intra = _denoise(dist, core, k, p_in, p_rm, reference, scratch)
+        args = (opp_ids[members], opp_d[members], intra, delta)
         scores = _ReferenceScores(*args) if reference else _PaperScores(dist, cores64, j, *args)
         picks = _pick(dist, pool, core, int(alloc[j]), scores, reference)
         out.append(members[picks])

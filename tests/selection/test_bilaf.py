@@ -110,8 +110,26 @@ def test_denoised_size_is_what_denoising_keeps(reference):
         rows = rng.normal(size=(m, 4)).astype(np.float32)
         dist = geometry.ClusterDistances(rows, rows[0])
         for p_in, p_rm in ((0.1, 0.1), (0.07, 0.0), (0.3, 0.45), (1.0, 0.2)):
-            kept = _denoise(dist, 0, 3, p_in, p_rm, reference)
+            kept, _ = _denoise(dist, 0, 3, p_in, p_rm, reference)
             assert kept.size == _denoised_size(m, p_in, p_rm, reference), (m, p_in, p_rm)
+
+
+@pytest.mark.parametrize("storage", ["matrix", "blocks", "no room"])
+def test_denoising_returns_mean_distances_to_the_pool(storage):
+    """d_intra is assembled from the denoising blocks plus the pairs they miss (within a round,
+    last round × never joined); it must equal the brute-force mean over the pool."""
+    rng = np.random.default_rng(5)
+    for m, p_in, p_rm in ((9, 0.1, 0.1), (10, 0.1, 0.1), (57, 0.1, 0.1), (103, 0.07, 0.3)):
+        rows = rng.normal(size=(m, 6)).astype(np.float32)
+        rows[[3, 7]] = rows[5]  # duplicates: exactly 0 apart
+        r64 = rows.astype(np.float64)
+        want_all = np.sqrt(((r64[:, None] - r64[None]) ** 2).sum(-1))
+        buffer = geometry.MatrixBuffer(np.float64, m) if storage == "matrix" else None
+        dist = geometry.ClusterDistances(rows, rows[0], buffer=buffer)
+        scratch = np.empty(m * m if storage == "blocks" else 0)
+        pool, intra = _denoise(dist, 0, 4, p_in, p_rm, False, scratch)
+        assert np.unique(pool).size == pool.size == _denoised_size(m, p_in, p_rm, False)
+        np.testing.assert_allclose(intra, want_all[:, pool].mean(1), rtol=1e-12, atol=1e-12)
 
 
 def test_first_smallest_is_a_stable_argsort_prefix():
@@ -334,11 +352,16 @@ def test_cluster_distances_match_differences(store, monkeypatch):
     r64 = rows.astype(np.float64)
     want = np.sqrt(((r64[:, None] - r64[None]) ** 2).sum(-1))
     every = np.arange(120)
-    full = dist.rows(every)
+    full = dist.block(every, every)
     np.testing.assert_allclose(full, want, rtol=1e-12, atol=1e-12)
     assert (full[17, [5, 40, 90]] == 0).all() and (np.diag(full) == 0).all()
     assert not store or (full == full.T).all()  # the stored matrix is symmetric, like cdist
     np.testing.assert_array_equal(full[:, 5], full[:, 17])
+    part, other = rng.permutation(120)[:30], rng.permutation(120)[:45]
+    np.testing.assert_array_equal(dist.block(part, other), full[np.ix_(part, other)])
+    out = np.empty((30, 45))
+    assert dist.block(part, other, out=out) is out
+    np.testing.assert_array_equal(out, full[np.ix_(part, other)])
     np.testing.assert_allclose(dist.from_member(40), full[40], rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(dist.from_member(40), dist.from_member(17))
     np.testing.assert_array_equal(dist.to_centre(), np.sqrt(((r64 - r64[0]) ** 2).sum(-1)))
