@@ -312,11 +312,20 @@ class ClusterDistances:
         sq[rep] = 0
         return self._expand(np.sqrt(np.maximum(sq, 0, out=sq), out=sq))
 
-    def to_point(self, point: np.ndarray) -> np.ndarray:
-        """float64 distances from every member to ``point`` (uncentred float64 coordinates)."""
-        shifted = point - self.centre
-        sq = self.sq + shifted @ shifted - 2.0 * (self.reps @ shifted)
-        return self._expand(np.sqrt(np.maximum(sq, 0.0, out=sq), out=sq))
+    def centred(self, points: np.ndarray) -> np.ndarray:
+        """Uncentred float64 ``points`` in this cluster's coordinates, in ``dtype``, for
+        :meth:`to_points`."""
+        return (points - self.centre).astype(self.dtype)
+
+    def to_points(self, centred: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
+        """Distances from ``members`` (default: all) to each of the ``centred`` points (see
+        :meth:`centred`), in ``dtype``: one product, (members, points)."""
+        reps = np.arange(self.reps.shape[0]) if members is None else self.inverse[members]
+        sq = self.work[reps] @ (-2 * centred.T)
+        sq += self.work_sq[reps, None]
+        sq += np.einsum("ij,ij->i", centred, centred)
+        np.sqrt(np.maximum(sq, 0, out=sq), out=sq)
+        return sq if members is not None or not self.has_duplicates else sq[self.inverse]
 
     def gather(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Distances ``D[rows[i], cols[i, j]]`` (``cols`` is len(rows) × w member positions)."""

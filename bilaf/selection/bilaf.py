@@ -406,15 +406,15 @@ class _PaperScores:
         intra: np.ndarray,
         delta: float,
     ):
-        self.members, self.cores, self.delta, self.intra = dist, cores, delta, intra
+        self.members, self.delta, self.intra = dist, delta, intra
+        self.cores = dist.centred(cores)  # for distances to cores: one product
         self.own = own
-        self.core_sq = np.einsum("ij,ij->i", cores, cores)
         self.complete = cores.shape[0] - 1 <= opp_ids.shape[1]  # the lists hold every opponent
         self.columns: dict[int, int] = {}  # penalised class -> column of dist / factor
         self.blocked = np.zeros(cores.shape[0], dtype=bool)  # own class and penalised ones
         self.blocked[own] = True
-        self.dist = np.empty((dist.size, 0))
-        self.factor = np.empty(0)
+        self.dist = np.empty((dist.size, 4), dtype=dist.dtype)  # grown by doubling
+        self.factor = np.empty(4)
         # each sample's minimum over the penalised classes' terms, and the column it sits in
         self.pen_min = np.full(dist.size, np.inf)
         self.pen_arg = np.full(dist.size, -1)
@@ -444,15 +444,18 @@ class _PaperScores:
             col = self.columns[cls]
             self.factor[col] *= self.delta
             rows = np.flatnonzero(self.pen_arg == col)
-            terms = self._terms(self.dist[rows], self.factor, self.intra[rows, None])
+            used = len(self.columns)
+            terms = self._terms(self.dist[rows, :used], self.factor[:used], self.intra[rows, None])
             self.pen_arg[rows] = terms.argmin(axis=1)
             self.pen_min[rows] = terms[np.arange(rows.size), self.pen_arg[rows]]
             return
-        self.columns[cls] = len(self.columns)
+        col = self.columns[cls] = len(self.columns)
         self.blocked[cls] = True
-        column = self.members.to_point(self.cores[cls])
-        self.dist = np.hstack([self.dist, column[:, None]])
-        self.factor = np.append(self.factor, self.delta)
+        if col == self.dist.shape[1]:
+            self.dist = np.hstack([self.dist, np.empty_like(self.dist)])
+            self.factor = np.append(self.factor, np.empty_like(self.factor))
+        column = self.dist[:, col] = self.members.to_points(self.cores[cls : cls + 1])[:, 0]
+        self.factor[col] = self.delta
         term = self._terms(column, self.delta, self.intra)
         lower = term < self.pen_min
         self.pen_min[lower], self.pen_arg[lower] = term[lower], self.columns[cls]
@@ -470,17 +473,14 @@ class _PaperScores:
         step = max(1, _geometry.BLOCK_ELEMENTS // self.cores.shape[0])
         for s in range(0, rows.size, step):
             part = rows[s : s + step]
-            # float64 Gram: paper mode needs determinism here, not cdist's last bit
-            x = self.members.reps[self.members.inverse[part]] + self.members.centre
-            sq = np.einsum("ij,ij->i", x, x)[:, None] - 2.0 * x @ self.cores.T + self.core_sq
-            sq[:, self.blocked] = np.inf
-            ids = np.argpartition(sq, width - 1, axis=1)[:, :width]
-            sq = np.take_along_axis(sq, ids, axis=1)
-            order = np.lexsort((ids, sq), axis=1)
-            ids, sq = np.take_along_axis(ids, order, 1), np.take_along_axis(sq, order, 1)
-            none = np.isinf(sq)
-            self.ids[part] = np.where(none, self.own, ids)  # padding: the own class
-            self.near[part] = np.sqrt(np.maximum(sq, 0.0))
+            near = self.members.to_points(self.cores, part)
+            near[:, self.blocked] = np.inf
+            ids = np.argpartition(near, width - 1, axis=1)[:, :width]
+            near = np.take_along_axis(near, ids, axis=1)
+            order = np.lexsort((ids, near), axis=1)
+            ids, near = np.take_along_axis(ids, order, 1), np.take_along_axis(near, order, 1)
+            self.ids[part] = np.where(np.isinf(near), self.own, ids)  # padding: the own class
+            self.near[part] = near
 
     def _move_on(self, rows: np.ndarray) -> None:
         """Set the nearest unpenalised opponent of ``rows`` and its term."""

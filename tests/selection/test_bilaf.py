@@ -371,4 +371,7 @@ def test_cluster_distances_match_differences(store, monkeypatch):
     )
     pool = rng.choice(120, 50, replace=False)
     np.testing.assert_allclose(dist.mean_to(pool), want[:, pool].mean(1), rtol=1e-12)
-    np.testing.assert_allclose(dist.to_point(r64[3]), want[3], rtol=1e-12, atol=1e-12)
+    to_all = dist.to_points(dist.centred(r64[3:4]))[:, 0]
+    np.testing.assert_allclose(to_all, want[3], rtol=1e-12, atol=1e-12)
+    some = dist.to_points(dist.centred(r64[[3, 8]]), every[10:20])
+    np.testing.assert_allclose(some, want[10:20][:, [3, 8]], rtol=1e-12, atol=1e-12)
