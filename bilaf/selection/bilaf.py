@@ -184,7 +184,7 @@ def _merge_block(
     new_p = np.arange(first_new, first_new + block.shape[1])
     if best_d.shape[1] < width or block.size <= DENSE_MERGE:
         return _merge_nearest(best_d, best_p, block, new_p, width)
-    rows, new_i = np.nonzero(block < best_d.max(axis=1)[:, None])  # by row, then join position
+    rows, new_i = _below(block, best_d.max(axis=1))
     first = np.flatnonzero(np.diff(rows, prepend=-1))
     touched, count = rows[first], np.diff(np.append(first, rows.size))
     group = np.repeat(np.arange(touched.size), count)
@@ -202,6 +202,18 @@ def _merge_block(
     if many.size:
         _merge_rows(best_d, best_p, many, block[many], new_p, width)
     return best_d, best_p
+
+
+def _below(block: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(block < threshold[:, None])`` (by row, then column), faster when few pass:
+    the comparison is scanned 8 bytes at a time and only non-zero words are looked into."""
+    size = block.size
+    mask = np.empty(-(-size // 8) * 8, dtype=bool)
+    mask[size:] = False
+    np.less(block, threshold[:, None], out=mask[:size].reshape(block.shape))
+    words = np.flatnonzero(mask.view(np.uint64))
+    word, byte = np.nonzero(mask.reshape(-1, 8)[words])
+    return np.divmod(words[word] * 8 + byte, block.shape[1])
 
 
 def _merge_rows(
@@ -400,14 +412,15 @@ class _PaperScores:
         self,
         dist: ClusterDistances,
         cores: np.ndarray,
+        core_sq: np.ndarray,
         own: int,
         opp_ids: np.ndarray,
         opp_d: np.ndarray,
         intra: np.ndarray,
         delta: float,
     ):
-        self.members, self.delta, self.intra = dist, delta, intra
-        self.cores = dist.centred(cores)  # for distances to cores: one product
+        self.members, self.cores, self.delta, self.intra = dist, cores, delta, intra
+        self.core_sq = core_sq
         self.own = own
         self.complete = cores.shape[0] - 1 <= opp_ids.shape[1]  # the lists hold every opponent
         self.columns: dict[int, int] = {}  # penalised class -> column of dist / factor
@@ -454,7 +467,8 @@ class _PaperScores:
         if col == self.dist.shape[1]:
             self.dist = np.hstack([self.dist, np.empty_like(self.dist)])
             self.factor = np.append(self.factor, np.empty_like(self.factor))
-        column = self.dist[:, col] = self.members.to_points(self.cores[cls : cls + 1])[:, 0]
+        centred = self.members.centred(self.cores[cls : cls + 1])
+        column = self.dist[:, col] = self.members.to_points(centred)[:, 0]
         self.factor[col] = self.delta
         term = self._terms(column, self.delta, self.intra)
         lower = term < self.pen_min
@@ -473,14 +487,16 @@ class _PaperScores:
         step = max(1, _geometry.BLOCK_ELEMENTS // self.cores.shape[0])
         for s in range(0, rows.size, step):
             part = rows[s : s + step]
-            near = self.members.to_points(self.cores, part)
-            near[:, self.blocked] = np.inf
-            ids = np.argpartition(near, width - 1, axis=1)[:, :width]
-            near = np.take_along_axis(near, ids, axis=1)
-            order = np.lexsort((ids, near), axis=1)
-            ids, near = np.take_along_axis(ids, order, 1), np.take_along_axis(near, order, 1)
-            self.ids[part] = np.where(np.isinf(near), self.own, ids)  # padding: the own class
-            self.near[part] = near
+            # float64 Gram, uncentred: centring every core for every class costs K² d
+            x = self.members.reps[self.members.inverse[part]] + self.members.centre
+            sq = np.einsum("ij,ij->i", x, x)[:, None] - 2.0 * x @ self.cores.T + self.core_sq
+            sq[:, self.blocked] = np.inf
+            ids = np.argpartition(sq, width - 1, axis=1)[:, :width]
+            sq = np.take_along_axis(sq, ids, axis=1)
+            order = np.lexsort((ids, sq), axis=1)
+            ids, sq = np.take_along_axis(ids, order, 1), np.take_along_axis(sq, order, 1)
+            self.ids[part] = np.where(np.isinf(sq), self.own, ids)  # padding: the own class
+            self.near[part] = np.sqrt(np.maximum(sq, 0.0))
 
     def _move_on(self, rows: np.ndarray) -> None:
         """Set the nearest unpenalised opponent of ``rows`` and its term."""
@@ -628,6 +644,7 @@ def bilaf(
     dtype = np.float64 if reference else np.float32
     buffer = _geometry.MatrixBuffer(dtype, int(sizes.max()))
     cores64 = core_rows.astype(np.float64)
+    core_sq = np.einsum("ij,ij->i", cores64, cores64)  # once: per class it would cost K² d
     out, left_ids, left_keys = [], [], []
     for j in range(n_cls):  # one class at a time: its distance matrix lives in the buffer
         members = by_class[bounds[j] : bounds[j + 1]]
@@ -640,7 +657,10 @@ def bilaf(
             scratch = buffer.flat(min(members.size**2, _geometry.STORE_LIMIT**2))
         pool, intra = _denoise(dist, core, k, p_in, p_rm, reference, scratch)
         args = (opp_ids[members], opp_d[members], intra, delta)
-        scores = _ReferenceScores(*args) if reference else _PaperScores(dist, cores64, j, *args)
+        if reference:
+            scores = _ReferenceScores(*args)
+        else:
+            scores = _PaperScores(dist, cores64, core_sq, j, *args)
         picks = _pick(dist, pool, core, int(alloc[j]), scores, reference)
         out.append(members[picks])
         if not reference:  # kept in case a class runs dry: what its next pick would see

@@ -375,3 +375,14 @@ def test_cluster_distances_match_differences(store, monkeypatch):
     np.testing.assert_allclose(to_all, want[3], rtol=1e-12, atol=1e-12)
     some = dist.to_points(dist.centred(r64[[3, 8]]), every[10:20])
     np.testing.assert_allclose(some, want[10:20][:, [3, 8]], rtol=1e-12, atol=1e-12)
+
+
+def test_below_equals_nonzero_of_the_comparison():
+    rng = np.random.default_rng(10)
+    for shape in ((1, 1), (3, 5), (7, 9), (40, 33)):
+        block = rng.random(shape)
+        threshold = rng.random(shape[0]) * 0.3
+        threshold[0] = 2.0  # a row where everything passes
+        want = np.nonzero(block < threshold[:, None])
+        for got, expected in zip(bilaf_module._below(block, threshold), want, strict=True):
+            np.testing.assert_array_equal(got, expected)
