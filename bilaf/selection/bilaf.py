@@ -44,8 +44,9 @@ MODES = ("paper", "reference")
 MIN_DENOISE = 10  # classes smaller than this are not denoised (SPEC §3 step 1)
 OPPONENTS = 3  # paper mode: nearest opponent cores listed per sample (exact)
 REFILL = 8  # paper mode: nearest unpenalised opponents listed again once a list is used up
-DENOISE_BLOCK = 1 << 20  # unassigned × new members merged at once: a few MiB, reused (measured)
+DENOISE_BLOCK = 1 << 20  # entries read from a whole matrix at once: a few MiB, reused (measured)
 DENSE_MERGE = 1 << 16  # below this many new entries a denoising block is merged whole
+WHOLE_MATRIX = 2048  # paper mode: classes up to this size get their whole matrix (measured)
 
 
 def _check_options(mode: str, k: int, p_in: float, p_rm: float, delta: float) -> None:
@@ -649,7 +650,9 @@ def bilaf(
     for j in range(n_cls):  # one class at a time: its distance matrix lives in the buffer
         members = by_class[bounds[j] : bounds[j + 1]]
         core = int(np.searchsorted(members, core_ids[j]))
-        if reference:  # the density bug reads arbitrary pairs: keep the whole matrix
+        # The density bug reads arbitrary pairs: the whole matrix. So do small classes, where
+        # one product costs less than the calls of a block per round (measured).
+        if reference or members.size <= WHOLE_MATRIX:
             dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype, buffer=buffer)
             scratch = None
         else:

@@ -386,3 +386,14 @@ def test_below_equals_nonzero_of_the_comparison():
         want = np.nonzero(block < threshold[:, None])
         for got, expected in zip(bilaf_module._below(block, threshold), want, strict=True):
             np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("path", CASES, ids=CASE_IDS)
+def test_paper_mode_distance_paths_agree(path, monkeypatch):
+    """Paper mode computes a small class's whole matrix and a large class's denoising blocks
+    only; sending every class down either path must give the same picks."""
+    feats, case = load_case(path)
+    monkeypatch.setattr(bilaf_module, "WHOLE_MATRIX", 0)
+    blocks = run_case(feats, case, "paper")
+    monkeypatch.setattr(bilaf_module, "WHOLE_MATRIX", 1 << 40)
+    np.testing.assert_array_equal(run_case(feats, case, "paper"), blocks)
