@@ -412,20 +412,24 @@ class _PaperScores:
     def __init__(
         self,
         dist: ClusterDistances,
-        cores: np.ndarray,
-        core_sq: np.ndarray,
+        points: tuple[np.ndarray, np.ndarray],
+        cores: tuple[np.ndarray, np.ndarray],
         own: int,
         opp_ids: np.ndarray,
         opp_d: np.ndarray,
         intra: np.ndarray,
         delta: float,
     ):
-        self.members, self.cores, self.delta, self.intra = dist, cores, delta, intra
-        self.core_sq = core_sq
+        """``points``: the pool's rows and this class's member ids; ``cores``: float64 core rows
+        and their squared norms (both shared by all classes)."""
+        self.members: ClusterDistances | None = dist
+        self.rows, self.member_ids = points
+        (self.cores, self.core_sq), self.delta, self.intra = cores, delta, intra
         self.own = own
-        self.complete = cores.shape[0] - 1 <= opp_ids.shape[1]  # the lists hold every opponent
+        n_cores = self.cores.shape[0]
+        self.complete = n_cores - 1 <= opp_ids.shape[1]  # the lists hold every opponent
         self.columns: dict[int, int] = {}  # penalised class -> column of dist / factor
-        self.blocked = np.zeros(cores.shape[0], dtype=bool)  # own class and penalised ones
+        self.blocked = np.zeros(n_cores, dtype=bool)  # own class and penalised ones
         self.blocked[own] = True
         self.dist = np.empty((dist.size, 4), dtype=dist.dtype)  # grown by doubling
         self.factor = np.empty(4)
@@ -433,7 +437,7 @@ class _PaperScores:
         self.pen_min = np.full(dist.size, np.inf)
         self.pen_arg = np.full(dist.size, -1)
         # the opponent lists, widened for refills; padding names the own class (always blocked)
-        width = opp_ids.shape[1] if self.complete else min(cores.shape[0] - 1, REFILL)
+        width = opp_ids.shape[1] if self.complete else min(n_cores - 1, REFILL)
         self.ids = np.full((dist.size, width), own)
         self.ids[:, : opp_ids.shape[1]] = opp_ids
         self.near = np.full((dist.size, width), np.inf)
@@ -489,7 +493,7 @@ class _PaperScores:
         for s in range(0, rows.size, step):
             part = rows[s : s + step]
             # float64 Gram, uncentred: centring every core for every class costs K² d
-            x = self.members.reps[self.members.inverse[part]] + self.members.centre
+            x = self.rows[self.member_ids[part]].astype(np.float64)
             sq = np.einsum("ij,ij->i", x, x)[:, None] - 2.0 * x @ self.cores.T + self.core_sq
             sq[:, self.blocked] = np.inf
             ids = np.argpartition(sq, width - 1, axis=1)[:, :width]
@@ -498,6 +502,13 @@ class _PaperScores:
             ids, sq = np.take_along_axis(ids, order, 1), np.take_along_axis(sq, order, 1)
             self.ids[part] = np.where(np.isinf(sq), self.own, ids)  # padding: the own class
             self.near[part] = np.sqrt(np.maximum(sq, 0.0))
+
+    def finish(self, last: int | None) -> None:
+        """Penalise for the ``last`` pick (None: the core) and let go of the class's distances:
+        what is left is the state the class's next pick would see, kept for a top-up."""
+        if last is not None:
+            self.penalise(last)
+        self.members = None
 
     def _move_on(self, rows: np.ndarray) -> None:
         """Set the nearest unpenalised opponent of ``rows`` and its term."""
@@ -646,7 +657,7 @@ def bilaf(
     buffer = _geometry.MatrixBuffer(dtype, int(sizes.max()))
     cores64 = core_rows.astype(np.float64)
     core_sq = np.einsum("ij,ij->i", cores64, cores64)  # once: per class it would cost K² d
-    out, left_ids, left_keys = [], [], []
+    out, unfinished = [], []
     for j in range(n_cls):  # one class at a time: its distance matrix lives in the buffer
         members = by_class[bounds[j] : bounds[j + 1]]
         core = int(np.searchsorted(members, core_ids[j]))
@@ -663,26 +674,23 @@ def bilaf(
         if reference:
             scores = _ReferenceScores(*args)
         else:
-            scores = _PaperScores(dist, cores64, core_sq, j, *args)
+            scores = _PaperScores(dist, (rows, members), (cores64, core_sq), j, *args)
         picks = _pick(dist, pool, core, int(alloc[j]), scores, reference)
         out.append(members[picks])
         if not reference:  # kept in case a class runs dry: what its next pick would see
-            if picks[-1] != core:
-                scores.penalise(picks[-1])
-            left = np.ones(members.size, dtype=bool)
-            left[picks] = False
-            rest = np.flatnonzero(left)
-            denoised = np.zeros(members.size, dtype=bool)
-            denoised[pool] = True
-            left_ids.append(members[rest])
-            left_keys.append(np.stack([~denoised[rest], scores.score(rest)]))
+            scores.finish(picks[-1] if picks[-1] != core else None)
+            unfinished.append((scores, members, picks, pool))
     out = np.concatenate(out)
     if out.size == budget:
         return out.astype(np.int64)
 
     # Paper mode, some class ran dry: the best remaining scores over the pool fill the budget,
     # denoised members first, each scored in the state its class's next pick would see.
-    ids = np.concatenate(left_ids)
-    keys = np.concatenate(left_keys, axis=1)
+    ids, keys = [], []
+    for scores, members, picks, pool in unfinished:
+        rest = np.setdiff1d(np.arange(members.size), picks)
+        ids.append(members[rest])
+        keys.append(np.stack([~np.isin(rest, pool), scores.score(rest)]))
+    ids, keys = np.concatenate(ids), np.concatenate(keys, axis=1)
     best = np.lexsort((ids, keys[1], keys[0]))[: budget - out.size]
     return np.concatenate((out, ids[best])).astype(np.int64)
