@@ -27,7 +27,7 @@ from bilaf.selection.base import iter_row_chunks
 BLOCK_ELEMENTS = 1 << 24  # entries of one row-block × columns distance matrix (64-128 MiB)
 ROWS_PER_BLOCK = 2048  # rows per nearest-core block (fewer if many cores)
 EXACT_ROWS = 256  # rows per float64 recomputation: temporaries of ~1 MiB are reused (measured)
-STORE_LIMIT = 12_000  # distinct rows of a cluster whose full matrix is kept (<= 1.1 GiB)
+STORE_LIMIT = 12_000  # a kept full matrix, or kept denoising blocks, has at most this² entries
 UNIT_ROUNDOFF = 2.0**-24  # float32
 
 
@@ -320,9 +320,13 @@ class ClusterDistances:
     def to_points(self, centred: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
         """Distances from ``members`` (default: all) to each of the ``centred`` points (see
         :meth:`centred`), in ``dtype``: one product, (members, points)."""
-        reps = np.arange(self.reps.shape[0]) if members is None else self.inverse[members]
-        sq = self.work[reps] @ (-2 * centred.T)
-        sq += self.work_sq[reps, None]
+        if members is None:
+            work, work_sq = self.work, self.work_sq
+        else:
+            reps = self.inverse[members]
+            work, work_sq = self.work[reps], self.work_sq[reps]
+        sq = work @ (-2 * centred.T)
+        sq += work_sq[:, None]
         sq += np.einsum("ij,ij->i", centred, centred)
         np.sqrt(np.maximum(sq, 0, out=sq), out=sq)
         return sq if members is not None or not self.has_duplicates else sq[self.inverse]
