@@ -257,7 +257,7 @@ def _denoise(
     """
     m = dist.size
     if m < MIN_DENOISE:
-        return _with_pool_means(dist, np.arange(m), m, m, [])  # one round: no blocks
+        return _with_pool_means(dist, np.arange(m), max(m, 1), m, [])  # one round: no blocks
     step = int(_growth_step(m, p_in))
     rounds = m // step
     ranked = np.argsort(dist.to_centre(), kind="stable")
