@@ -477,7 +477,7 @@ class _PaperScores:
         self.factor[col] = self.delta
         term = self._terms(column, self.delta, self.intra)
         lower = term < self.pen_min
-        self.pen_min[lower], self.pen_arg[lower] = term[lower], self.columns[cls]
+        self.pen_min[lower], self.pen_arg[lower] = term[lower], col
         self.stale |= self.free_cls == cls  # found again when next scored
 
     @staticmethod
@@ -663,12 +663,11 @@ def bilaf(
         core = int(np.searchsorted(members, core_ids[j]))
         # The density bug reads arbitrary pairs: the whole matrix. So do small classes, where
         # one product costs less than the calls of a block per round (measured).
-        if reference or members.size <= WHOLE_MATRIX:
-            dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype, buffer=buffer)
-            scratch = None
-        else:
-            dist = ClusterDistances(rows[members], core_rows[j], dtype=dtype)
-            scratch = buffer.flat(min(members.size**2, _geometry.STORE_LIMIT**2))
+        whole = reference or members.size <= WHOLE_MATRIX
+        dist = ClusterDistances(
+            rows[members], core_rows[j], dtype=dtype, buffer=buffer if whole else None
+        )
+        scratch = None if whole else buffer.flat(min(members.size**2, _geometry.STORE_LIMIT**2))
         pool, intra = _denoise(dist, core, k, p_in, p_rm, reference, scratch)
         args = (opp_ids[members], opp_d[members], intra, delta)
         if reference:
