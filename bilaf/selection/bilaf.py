@@ -523,8 +523,9 @@ class _PaperScores:
         first = free.argmax(axis=1)
         self.free_cls[rows] = np.where(listed, self.ids[rows, first], -1)
         intra = self.intra[rows]
-        near = np.where(listed, self.near[rows, first], intra)  # none left: the ratio's limit 1
-        self.free_term[rows] = np.where(listed, _ratio(near - intra, np.maximum(near, intra)), 1.0)
+        near = np.where(listed, self.near[rows, first], intra)
+        term = _ratio(near - intra, np.maximum(near, intra))
+        self.free_term[rows] = np.where(listed, term, np.inf)  # all penalised: no free term
 
     def score(self, pos: np.ndarray) -> np.ndarray:
         stale = pos[self.stale[pos]]
