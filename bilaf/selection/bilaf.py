@@ -532,7 +532,12 @@ class _PaperScores:
         if stale.size:
             self._move_on(stale)
             self.stale[stale] = False
-        return np.minimum(self.free_term[pos], self.pen_min[pos])
+        return self.bound(pos)[0]
+
+    def bound(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of ``pos`` without moving on, and which are stale. A stale score is a lower
+        bound: the next unpenalised opponent is no nearer, and the term grows with D."""
+        return np.minimum(self.free_term[pos], self.pen_min[pos]), self.stale[pos]
 
 
 def _first_smallest(values: np.ndarray, r: int) -> np.ndarray:
@@ -685,12 +690,30 @@ def bilaf(
         return out.astype(np.int64)
 
     # Paper mode, some class ran dry: the best remaining scores over the pool fill the budget,
-    # denoised members first, each scored in the state its class's next pick would see.
-    ids, keys = [], []
-    for scores, members, picks, pool in unfinished:
-        rest = np.setdiff1d(np.arange(members.size), picks)
+    # denoised members first, each scored in the state its class's next pick would see. Stale
+    # scores are lower bounds, so only those that reach the best need computing.
+    ids, keys, stale, owner, where = [], [], [], [], []
+    for c, (scores, members, picks, pool) in enumerate(unfinished):
+        left = np.ones(members.size, dtype=bool)
+        left[picks] = False
+        rest = np.flatnonzero(left)
+        outside = np.ones(members.size, dtype=bool)
+        outside[pool] = False
+        bound, is_stale = scores.bound(rest)
         ids.append(members[rest])
-        keys.append(np.stack([~np.isin(rest, pool), scores.score(rest)]))
-    ids, keys = np.concatenate(ids), np.concatenate(keys, axis=1)
-    best = np.lexsort((ids, keys[1], keys[0]))[: budget - out.size]
+        keys.append(np.stack([outside[rest], bound]))
+        stale.append(is_stale)
+        owner.append(np.full(rest.size, c))
+        where.append(rest)
+    ids, keys, stale = np.concatenate(ids), np.concatenate(keys, axis=1), np.concatenate(stale)
+    owner, where = np.concatenate(owner), np.concatenate(where)
+    # In order of the bounds, every stale score up to the need-th exact one could still rank.
+    need = budget - out.size
+    ranked = np.lexsort((ids, keys[1], keys[0]))
+    reach = np.searchsorted(np.cumsum(~stale[ranked]), need) + 1
+    todo = ranked[:reach][stale[ranked[:reach]]]
+    for c in np.unique(owner[todo]):
+        mine = todo[owner[todo] == c]
+        keys[1, mine] = unfinished[c][0].score(where[mine])
+    best = np.lexsort((ids, keys[1], keys[0]))[:need]
     return np.concatenate((out, ids[best])).astype(np.int64)
