@@ -470,12 +470,26 @@ def transcribe_paper(x, cores, budget, k, p_in, p_rm, delta):
     return np.array(out)
 
 
+# Fast paths paper mode takes on large pools, forced on small ones: (module, name, value).
+PAPER_PATHS = {
+    "default": [],
+    "blocks": [(bilaf_module, "WHOLE_MATRIX", 0), (bilaf_module, "DENSE_MERGE", 0)],
+    "no room": [(bilaf_module, "WHOLE_MATRIX", 0), (geometry, "STORE_LIMIT", 0)],
+    "short lists": [(bilaf_module, "OPPONENTS", 1), (bilaf_module, "REFILL", 1)],
+}
+
+
+@pytest.mark.parametrize("path", PAPER_PATHS)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 10, 11])
-def test_paper_mode_equals_a_plain_transcription(seed):
+def test_paper_mode_equals_a_plain_transcription(seed, path, monkeypatch):
     """Random pools (continuous features: no exact ties) of a few classes. With so few classes
     every opponent gets penalised (seed 2). From seed 3 on a far class of two runs dry (seeds 3,
     5, 10, 11), so the top-up is checked too: denoised members first (seed 5 fails without it),
-    scores whose opponent was penalised since brought up to date (seeds 10, 11)."""
+    scores whose opponent was penalised since brought up to date (seeds 10, 11). Each seed runs
+    on every path: distance blocks instead of whole matrices (kept or not for d_intra), and
+    opponent lists of one, refilled one at a time."""
+    for module, name, value in PAPER_PATHS[path]:
+        monkeypatch.setattr(module, name, value)
     rng = np.random.default_rng(seed)
     size = seed % 6
     n, d, n_cls, k = 120 + 30 * size, 2 + size, 2 + size, 2 + size
