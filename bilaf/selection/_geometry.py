@@ -17,7 +17,6 @@ Two jobs, both without an n×n or a full n×K matrix:
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -165,12 +164,6 @@ def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return reps, inverse.reshape(-1)
 
 
-@functools.lru_cache(maxsize=8)
-def _below_diagonal(size: int) -> np.ndarray:
-    """Boolean mask of the strictly lower triangle of a size × size matrix."""
-    return np.tri(size, k=-1, dtype=bool)
-
-
 def _augmented(x: np.ndarray, sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows [−2x, ||x||², 1] and [x, 1, ||x||²]: their product is the squared distance."""
     ones = np.ones((x.shape[0], 1), dtype=x.dtype)
@@ -182,18 +175,26 @@ def _symmetric_distances(
 ) -> np.ndarray:
     """Full distance matrix among rows ``x`` with squared norms ``sq`` (in x's dtype), in ``out``.
 
-    Only the upper block triangle is computed and then mirrored, so the matrix is exactly
-    symmetric with a zero diagonal (like ``cdist``) at about half the cost.
+    Only the upper block triangle is computed, then mirrored, so the matrix is exactly symmetric
+    with a zero diagonal (like ``cdist``) at about half the cost. A diagonal block is one
+    symmetric product (numpy calls BLAS syrk for ``a @ a.T``: half the work, exactly symmetric)
+    plus the norms, added in an order that keeps it so; the blocks right of it are one product
+    with the norms folded in (:func:`_augmented`).
     """
-    left, right = _augmented(x, sq)
-    for s in range(0, x.shape[0], block):
-        part = out[s : s + block, s:]
-        np.matmul(left[s : s + block], right[s:].T, out=part)
+    m = x.shape[0]
+    left, right = _augmented(x, sq) if m > block else (None, None)
+    for s in range(0, m, block):
+        e = min(s + block, m)
+        diag = out[s:e, s:e]
+        np.matmul(x[s:e], x[s:e].T, out=diag)
+        diag *= -2
+        diag += sq[s:e, None] + sq[s:e]
+        if e < m:
+            np.matmul(left[s:e], right[e:].T, out=out[s:e, e:])
+        part = out[s:e, s:]
         np.maximum(part, 0, out=part)
         np.sqrt(part, out=part)
-        diag = part[:, : part.shape[0]]
-        np.copyto(diag, diag.T.copy(), where=_below_diagonal(diag.shape[0]))
-        out[s + block :, s : s + block] = part[:, part.shape[0] :].T
+        out[e:, s:e] = out[s:e, e:].T
     np.fill_diagonal(out, 0.0)
     return out
 
