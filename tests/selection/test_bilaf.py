@@ -377,6 +377,20 @@ def test_cluster_distances_match_differences(store, monkeypatch):
     np.testing.assert_allclose(some, want[10:20][:, [3, 8]], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("block", [16, 512])
+def test_symmetric_distances_match_differences(dtype, block):
+    """Several row blocks (16) and one (512): diagonal blocks by syrk, the rest mirrored."""
+    rows = np.random.default_rng(2).normal(0, 1, size=(70, 12))
+    sq = np.einsum("ij,ij->i", rows, rows)
+    out = geometry._symmetric_distances(
+        rows.astype(dtype), sq.astype(dtype), np.empty((70, 70), dtype), block
+    )
+    want = np.sqrt(((rows[:, None] - rows[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert (out == out.T).all() and (np.diag(out) == 0).all()
+
+
 def test_below_equals_nonzero_of_the_comparison():
     rng = np.random.default_rng(10)
     for shape in ((1, 1), (3, 5), (7, 9), (40, 33)):
