@@ -592,6 +592,38 @@ def _pick(
     return picks
 
 
+def _top_up(unfinished: list, need: int) -> np.ndarray:
+    """The ``need`` best members not picked, over all classes (paper mode, some class ran dry):
+    denoised members first, then by score in the state the class's next pick would see, then by
+    id. Stale scores are lower bounds, so only those that can still rank are computed.
+
+    ``unfinished``: per class, its scores (finished), member ids, picks and denoised pool.
+    """
+    ids, keys, stale, owner, where = [], [], [], [], []
+    for c, (scores, members, picks, pool) in enumerate(unfinished):
+        left = np.ones(members.size, dtype=bool)
+        left[picks] = False
+        rest = np.flatnonzero(left)
+        outside = np.ones(members.size, dtype=bool)
+        outside[pool] = False
+        bound, is_stale = scores.bound(rest)
+        ids.append(members[rest])
+        keys.append(np.stack([outside[rest], bound]))
+        stale.append(is_stale)
+        owner.append(np.full(rest.size, c))
+        where.append(rest)
+    ids, keys, stale = np.concatenate(ids), np.concatenate(keys, axis=1), np.concatenate(stale)
+    owner, where = np.concatenate(owner), np.concatenate(where)
+    # In order of the bounds, every stale score up to the need-th exact one could still rank.
+    ranked = np.lexsort((ids, keys[1], keys[0]))
+    reach = np.searchsorted(np.cumsum(~stale[ranked]), need) + 1
+    todo = ranked[:reach][stale[ranked[:reach]]]
+    for c in np.unique(owner[todo]):
+        mine = todo[owner[todo] == c]
+        keys[1, mine] = unfinished[c][0].score(where[mine])
+    return ids[np.lexsort((ids, keys[1], keys[0]))[:need]]
+
+
 @register("bilaf", allows_duplicates=lambda o: o.get("mode") == "reference")
 def bilaf(
     features: Any,
@@ -689,31 +721,5 @@ def bilaf(
     if out.size == budget:
         return out.astype(np.int64)
 
-    # Paper mode, some class ran dry: the best remaining scores over the pool fill the budget,
-    # denoised members first, each scored in the state its class's next pick would see. Stale
-    # scores are lower bounds, so only those that reach the best need computing.
-    ids, keys, stale, owner, where = [], [], [], [], []
-    for c, (scores, members, picks, pool) in enumerate(unfinished):
-        left = np.ones(members.size, dtype=bool)
-        left[picks] = False
-        rest = np.flatnonzero(left)
-        outside = np.ones(members.size, dtype=bool)
-        outside[pool] = False
-        bound, is_stale = scores.bound(rest)
-        ids.append(members[rest])
-        keys.append(np.stack([outside[rest], bound]))
-        stale.append(is_stale)
-        owner.append(np.full(rest.size, c))
-        where.append(rest)
-    ids, keys, stale = np.concatenate(ids), np.concatenate(keys, axis=1), np.concatenate(stale)
-    owner, where = np.concatenate(owner), np.concatenate(where)
-    # In order of the bounds, every stale score up to the need-th exact one could still rank.
-    need = budget - out.size
-    ranked = np.lexsort((ids, keys[1], keys[0]))
-    reach = np.searchsorted(np.cumsum(~stale[ranked]), need) + 1
-    todo = ranked[:reach][stale[ranked[:reach]]]
-    for c in np.unique(owner[todo]):
-        mine = todo[owner[todo] == c]
-        keys[1, mine] = unfinished[c][0].score(where[mine])
-    best = np.lexsort((ids, keys[1], keys[0]))[:need]
-    return np.concatenate((out, ids[best])).astype(np.int64)
+    # Paper mode, some class ran dry: the best remaining scores over the pool fill the budget.
+    return np.concatenate((out, _top_up(unfinished, budget - out.size))).astype(np.int64)
