@@ -46,6 +46,12 @@ def run_case(feats: np.ndarray, case: dict, mode: str, **extra) -> np.ndarray:
     )
 
 
+def brute_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Every float64 distance from rows ``a`` to rows ``b``, from differences (like ``cdist``)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+
 class TestBilafPaper(SelectionContract):
     method = "bilaf"
     options: ClassVar[dict[str, Any]] = {"n_cores": 8, "mode": "paper"}
@@ -123,7 +129,7 @@ def test_denoising_returns_mean_distances_to_the_pool(storage):
         rows = rng.normal(size=(m, 6)).astype(np.float32)
         rows[[3, 7]] = rows[5]  # duplicates: exactly 0 apart
         r64 = rows.astype(np.float64)
-        want_all = np.sqrt(((r64[:, None] - r64[None]) ** 2).sum(-1))
+        want_all = brute_distances(r64, r64)
         buffer = geometry.MatrixBuffer(np.float64, m) if storage == "matrix" else None
         dist = geometry.ClusterDistances(rows, rows[0], buffer=buffer)
         scratch = np.empty(m * m if storage == "blocks" else 0)
@@ -228,11 +234,8 @@ def transcribe_reference(x, cores, budget, k, p_in, p_rm, delta):
     """SPEC §3 (reference mode) written out plainly: full float64 matrices from differences,
     Python loops, stable sorts for every "ties by position"."""
 
-    def cdist(a, b):
-        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
-
     x = x.astype(np.float64)
-    to_cores = cdist(x, x[cores])
+    to_cores = brute_distances(x, x[cores])
     near = np.argmin(to_cores, axis=1)
     pools = []
     for j in range(len(cores)):
@@ -242,7 +245,7 @@ def transcribe_reference(x, cores, budget, k, p_in, p_rm, delta):
             pools.append(members)
             continue
         step = max(1, int(m * p_in))
-        dist = cdist(x[members], x[members])
+        dist = brute_distances(x[members], x[members])
         order = list(np.argsort(dist[np.searchsorted(members, cores[j])], kind="stable")[:step])
         for _ in range(2, m // step + 1):
             waiting = [u for u in range(m) if u not in order]
@@ -258,7 +261,7 @@ def transcribe_reference(x, cores, budget, k, p_in, p_rm, delta):
         alloc[min(range(len(cores)), key=lambda j: (alloc[j], -sizes[j], j))] += 1
     out = []
     for j, pool in enumerate(pools):
-        dist = cdist(x[pool], x[pool])
+        dist = brute_distances(x[pool], x[pool])
         intra = dist.mean(axis=1)
         opp = np.argsort(to_cores[pool], axis=1, kind="stable")[:, 1]
         inter = to_cores[pool, opp]
@@ -302,7 +305,7 @@ def test_reference_mode_equals_a_plain_transcription(seed, dense_merge, monkeypa
 
 def brute_nearest(x: np.ndarray, cores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Direct float64 distances from differences; order by (distance, core position)."""
-    dist = np.sqrt(((x.astype(np.float64)[:, None, :] - cores.astype(np.float64)) ** 2).sum(-1))
+    dist = brute_distances(x, cores)
     order = np.lexsort((np.broadcast_to(np.arange(len(cores)), dist.shape), dist), axis=1)
     order = order[:, :depth]
     return order, np.take_along_axis(dist, order, axis=1)
@@ -350,7 +353,7 @@ def test_cluster_distances_match_differences(store, monkeypatch):
     buffer = geometry.MatrixBuffer(np.float64) if store else None
     dist = geometry.ClusterDistances(rows, rows[0], buffer=buffer)
     r64 = rows.astype(np.float64)
-    want = np.sqrt(((r64[:, None] - r64[None]) ** 2).sum(-1))
+    want = brute_distances(r64, r64)
     every = np.arange(120)
     full = dist.block(every, every)
     np.testing.assert_allclose(full, want, rtol=1e-12, atol=1e-12)
@@ -386,7 +389,7 @@ def test_symmetric_distances_match_differences(dtype, block):
     out = geometry._symmetric_distances(
         rows.astype(dtype), sq.astype(dtype), np.empty((70, 70), dtype), block
     )
-    want = np.sqrt(((rows[:, None] - rows[None]) ** 2).sum(-1))
+    want = brute_distances(rows, rows)
     np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
     assert (out == out.T).all() and (np.diag(out) == 0).all()
 
@@ -417,22 +420,19 @@ def transcribe_paper(x, cores, budget, k, p_in, p_rm, delta):
     """Paper mode (the ``bilaf`` docstring and BiLAF §3.2-3.3) written out plainly: float64
     distances from differences, Python loops, Eq. 7 over every opponent class, the top-up."""
 
-    def cdist(a, b):
-        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
-
     def ratio(num, den):
         return num / den if den > 0 else 0.0
 
     x = x.astype(np.float64)
     n_cls = len(cores)
-    to_cores = cdist(x, x[cores])
+    to_cores = brute_distances(x, x[cores])
     near = np.argmin(to_cores, axis=1)
     near[cores] = np.arange(n_cls)  # a core leads its own class
     classes = []
     for j in range(n_cls):
         members = np.flatnonzero(near == j)
         m, core = members.size, int(np.searchsorted(members, cores[j]))
-        dist = cdist(x[members], x[members])
+        dist = brute_distances(x[members], x[members])
         order = list(range(m))
         if m >= 10:
             step = max(1, int(m * p_in))
