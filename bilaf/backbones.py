@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bilaf.errors import BilafError
+
 HUB = "hub"
 RANDOM = "random"
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet_lite0_package"
@@ -33,7 +35,7 @@ HEAD_PREFIXES = ("head.", "head_dist.", "fc.", "classifier.")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
-class BackboneError(ValueError):
+class BackboneError(BilafError):
     """A backbone or its weights could not be set up; the message names the fix."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bilaf.audit import write_manifest
+from bilaf.errors import BilafError
 from bilaf.io import read_json, write_json
 
 # Method-specific options of `bilaf select`: (flag, type, help). Defaults live in the functions.
@@ -334,7 +335,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
     print(f"audit of {args.root}: every manifest matches its files; reruns agree")
 
 
-class AuditFailed(ValueError):
+class AuditFailed(BilafError):
     """The audit found differences (listed on stdout)."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bilaf.data import DATASETS, DataError, get_source, image_classes
+from bilaf.errors import BilafError
 
 # Pipeline method name -> (selection method, fixed options). The two BiLAF entries run the same
 # implementation in its two modes so the report shows them side by side.
@@ -37,7 +38,7 @@ NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 
 SWEEP_PARAMS = {"delta": float, "p_rm": float, "p_in": float, "k": int, "cores": float}
 
 
-class ConfigError(ValueError):
+class ConfigError(BilafError):
     """The config is inconsistent; the message names the key."""
 
 

@@ -32,13 +32,14 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from bilaf.errors import BilafError
 from bilaf.io import atomic_path
 
 SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(BilafError):
     """A dataset could not be fetched or read; the message says from where and what to do."""
 
 

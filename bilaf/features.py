@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from bilaf.backbones import Preprocess
 from bilaf.data import Images
+from bilaf.errors import BilafError
 
 
-class FeatureError(ValueError):
+class FeatureError(BilafError):
     """Extraction failed or produced unusable features; the message says which and why."""
 
 

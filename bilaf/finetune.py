@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from bilaf.errors import BilafError
 from bilaf.io import atomic_path
 
 
-class FinetuneError(ValueError):
+class FinetuneError(BilafError):
     """The labeled subset cannot be trained on; the message says why."""
 
 

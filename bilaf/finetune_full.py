@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from bilaf.errors import BilafError
 from bilaf.io import atomic_path
 
 
-class FullFinetuneError(ValueError):
+class FullFinetuneError(BilafError):
     """Bad recipe, data or checkpoint; the message names it."""
 
 

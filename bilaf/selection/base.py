@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from bilaf.errors import BilafError
+
 FeatureSource = Any  # np.ndarray, zarr.Array, or a path to a .npy file / zarr store
 Method = Callable[..., np.ndarray]
 
@@ -36,7 +38,7 @@ ALLOWS_DUPLICATES: dict[str, Callable[[dict[str, Any]], bool]] = {}
 ROW_CHUNK = 65_536
 
 
-class SelectionError(ValueError):
+class SelectionError(BilafError):
     """Bad input to a selection method: the message names the value and the fix."""
 
 
