@@ -26,6 +26,8 @@ from tqdm import tqdm
 from bilaf.backbones import Preprocess
 from bilaf.data import Images
 from bilaf.errors import BilafError
+from bilaf.io import check_replaceable
+from bilaf.store import PARTIAL_SUFFIX, is_feature_store, open_store
 
 
 class FeatureError(BilafError):
@@ -147,7 +149,9 @@ def extract_to_zarr(
     import torch
 
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
+    check_replaceable(out, is_feature_store)  # before any work: a typo never costs a store
+    check_replaceable(partial, lambda p: (p / "zarr.json").is_file())
     device = pick_device(device)
     on_cuda = device.startswith("cuda")
     model = model.to(device, memory_format=torch.channels_last) if on_cuda else model.to(device)
@@ -195,6 +199,7 @@ def extract_to_zarr(
         file=sys.stderr,
     )
     group.attrs["complete"] = True
+    check_replaceable(out, is_feature_store)
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
@@ -263,13 +268,6 @@ def _jsonable(obj: Any) -> Any:
 
 
 def open_features(path: str | Path) -> tuple[Any, np.ndarray]:
-    """(features zarr array, labels) of a complete store; clear error if absent or partial."""
-    import zarr
-
-    path = Path(path)
-    if not path.exists():
-        raise FeatureError(f"feature store {path} does not exist: run the extract rule first")
-    group = zarr.open_group(str(path), mode="r")
-    if not group.attrs.get("complete", False):
-        raise FeatureError(f"feature store {path} is incomplete: rerun extraction")
+    """(features zarr array, labels) of a complete store (:func:`bilaf.store.open_store`)."""
+    group = open_store(path)
     return group["features"], group["labels"][:]

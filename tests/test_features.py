@@ -12,13 +12,14 @@ from bilaf.backbones import Preprocess
 from bilaf.cli import main
 from bilaf.data import DATASETS, Images
 from bilaf.features import (
-    FeatureError,
     chunk_batches,
     embed,
     extract_to_zarr,
     open_features,
     resize_crop,
 )
+from bilaf.selection import select
+from bilaf.store import StoreError
 
 
 class TinyNet(torch.nn.Module):
@@ -114,8 +115,17 @@ def test_killed_extraction_resumes_without_redoing_chunks(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         extract(out, TinyNet(fail_after=7))  # 3 chunks of 2 batches, then killed mid-chunk
     assert not out.exists(), "an interrupted store must not look complete"
-    with pytest.raises(FeatureError, match="does not exist"):
+    with pytest.raises(StoreError, match="does not exist"):
         open_features(out)
+    partial = out.with_name("s.zarr.partial")
+    with pytest.raises(StoreError, match=r"s\.zarr\.partial is an unfinished extraction"):
+        open_features(partial)
+    with pytest.raises(StoreError, match="unfinished extraction"):
+        select("random", partial, 5)
+    renamed = tmp_path / "renamed.zarr"  # no .partial suffix: the store's own flag tells
+    shutil.copytree(partial, renamed)
+    with pytest.raises(StoreError, match=r"renamed\.zarr is incomplete"):
+        select("random", renamed, 5)
     resumed = TinyNet()
     extract(out, resumed)
     assert resumed.calls == 2 * 2  # the two unfinished chunks only, 2 batches each

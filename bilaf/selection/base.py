@@ -9,6 +9,7 @@ every method is held to the same contract.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bilaf.errors import BilafError
+from bilaf.store import open_store
 
 FeatureSource = Any  # np.ndarray, zarr.Array, or a path to a .npy file / zarr store
 Method = Callable[..., np.ndarray]
@@ -77,11 +79,14 @@ def load_features(source: FeatureSource) -> Any:
         if not path.exists():
             raise SelectionError(f"features file {path} does not exist")
         if path.suffix == ".npy":
-            return np.load(path, mmap_mode="r")
-        import zarr
-
-        store = zarr.open(str(path), mode="r")
-        return store["features"] if isinstance(store, zarr.Group) else store
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as err:  # not an .npy, truncated, or pickled objects
+                raise SelectionError(
+                    f"features file {path} is not a readable .npy array ({err}): save the (n, d) "
+                    "features with numpy.save"
+                ) from None
+        return open_store(path)["features"]
     return source
 
 
@@ -115,20 +120,42 @@ def check_budget(budget: int, n: int) -> None:
         raise SelectionError(f"budget {budget} exceeds the pool size {n}: lower the budget")
 
 
-def check_ids(ids: Any, n: int, what: str) -> np.ndarray:
-    """Validate user-given sample ids (cores, init ids): integers in [0, n), no repeats."""
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or arr.size == 0:
+def check_ids(
+    ids: Any, n: int, what: str, *, unique: bool = True, allow_empty: bool = False
+) -> np.ndarray:
+    """User-given sample ids (cores, init ids, a selection) as int64: a 1-D list of integers in
+    [0, n), without repeats when ``unique``; SelectionError naming ``what`` otherwise."""
+    try:
+        arr = np.asarray(ids)
+    except ValueError:  # ragged nesting
+        arr = np.asarray(None)
+    if arr.ndim != 1:
+        raise SelectionError(f"{what} must be a flat list of sample indices")
+    if arr.size == 0 and not allow_empty:
         raise SelectionError(f"{what} must be a non-empty list of sample indices")
-    if not np.issubdtype(arr.dtype, np.integer):
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise SelectionError(f"{what} must be integers, got dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= n:
-        bad = arr[(arr < 0) | (arr >= n)][0]
-        raise SelectionError(f"{what} contains index {bad}, outside the pool [0, {n})")
-    uniq, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        raise SelectionError(f"{what} contains index {uniq[counts > 1][0]} more than once")
+    outside = arr[(arr < 0) | (arr >= n)]
+    if outside.size:
+        raise SelectionError(f"{what} contains index {outside[0]}, outside the pool [0, {n})")
+    if unique:
+        uniq, counts = np.unique(arr, return_counts=True)
+        if (counts > 1).any():
+            raise SelectionError(f"{what} contains index {uniq[counts > 1][0]} more than once")
     return arr.astype(np.int64)
+
+
+def check_options(method: str, fn: Method, options: dict[str, Any]) -> None:
+    """Raise SelectionError naming an option ``fn`` does not take, with the ones it does."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [name for name in params if name not in ("features", "budget", "seed")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SelectionError(
+            f"{method} has no option {unknown[0]!r}; its options: {', '.join(known) or 'none'}"
+        )
 
 
 def select(
@@ -136,6 +163,7 @@ def select(
 ) -> np.ndarray:
     """Select ``budget`` pool indices with ``method``; checks the contract on both sides."""
     fn = get_method(method)
+    check_options(method, fn, options)
     feats = load_features(features)
     check_features(feats)
     n = feats.shape[0]

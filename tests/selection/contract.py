@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bilaf.selection import SelectionError, select
+from bilaf.store import StoreError
 
 
 def blobs(n: int = 400, d: int = 16, centres: int = 8, seed: int = 0) -> np.ndarray:
@@ -53,6 +54,16 @@ class SelectionContract:
         expected = self.run(feats)
         np.testing.assert_array_equal(self.run(str(tmp_path / "f.npy")), expected)
         np.testing.assert_array_equal(self.run(str(tmp_path / "f.zarr")), expected)
+
+    def test_store_with_a_lost_chunk_is_refused(self, tmp_path):
+        import zarr
+
+        feats = blobs()
+        group = zarr.open_group(str(tmp_path / "f.zarr"), mode="w")
+        group.create_array("features", data=feats, chunks=(128, feats.shape[1]))
+        (tmp_path / "f.zarr" / "features" / "c" / "1" / "0").unlink()  # zarr would read zeros
+        with pytest.raises(StoreError, match=r"lost chunk files for rows 128\.\.255 "):
+            self.run(str(tmp_path / "f.zarr"))
 
     def test_budget_equal_to_pool(self):
         feats = blobs(n=self.budget)
