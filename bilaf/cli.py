@@ -11,9 +11,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bilaf.audit import write_manifest
-from bilaf.errors import BilafError
-from bilaf.io import read_json, write_json
+from bilaf.audit import has_manifest, write_with_manifest
+from bilaf.data import is_samples_file
+from bilaf.errors import BilafError, InputError
+from bilaf.finetune import is_model_file
+from bilaf.io import (
+    Ownership,
+    check_outputs_apart,
+    check_replaceable,
+    is_plain_file,
+    read_json,
+)
+from bilaf.store import is_feature_store, open_store
 
 # Method-specific options of `bilaf select`: (flag, type, help). Defaults live in the functions.
 SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
@@ -39,10 +48,76 @@ SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
 JSON_LIST_OPTIONS = {"cores", "init_ids"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where the help is, no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def count(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def named_paths(items: list[str], flag: str) -> dict[str, Path]:
+    """``NAME=PATH`` items as {name: path}; InputError on a malformed item or a repeated name."""
+    named: dict[str, Path] = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not (name and eq and path) or name in named:
+            raise InputError(f"{flag} {item!r}: expected NAME=PATH with a new NAME")
+        named[name] = Path(path)
+    return named
+
+
+def _paths(args: argparse.Namespace, names: list[str]) -> list[Path]:
+    """The paths the arguments ``names`` hold (unset ones skipped, lists flattened)."""
+    found = []
+    for name in names:
+        value = getattr(args, name, None)
+        if name == "selection" and isinstance(value, list):  # map: NAME=PATH items
+            value = list(named_paths(value, "--selection").values())
+        found += [Path(v) for v in (value if isinstance(value, list) else [value]) if v]
+    return found
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: no output touches an input, and each output file or store that exists
+    already is an earlier output of this command (OutputError naming it otherwise)."""
+    outputs: dict[str, Ownership | None] = getattr(args, "outputs", {})
+    check_outputs_apart(_paths(args, list(outputs)), _paths(args, getattr(args, "inputs", [])))
+    for name, ours in outputs.items():
+        for path in _paths(args, [name]) if ours else []:
+            check_replaceable(path, ours)
+
+
+def read_selection(path: Path, n: int) -> Any:
+    """A selection file's pool indices (int64; repeats allowed), checked against a pool of n."""
+    from bilaf.selection.base import check_ids
+
+    return check_ids(read_json(path), n, f"selection {path}", unique=False)
+
+
 def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     """The `select` subcommand; the parser of each method named in ``argv`` (all for --help)."""
     select = sub.add_parser("select", help="select a budget of pool samples with one method")
-    select.set_defaults(func=cmd_select)
+    select.set_defaults(
+        func=cmd_select,
+        inputs=["features", "cores", "init_ids"],
+        outputs={"out": has_manifest},
+    )
     if "select" not in argv:
         return
     from bilaf.selection import METHOD_MODULES, get_method
@@ -55,10 +130,10 @@ def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
         p = methods.add_parser(name, help=doc[0] if doc else name)
         p.add_argument("--features", required=True, help=".npy file or zarr store (n, d)")
         p.add_argument("--budget", type=int, required=True, help="number of samples to pick")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=count(0), default=0)
         p.add_argument("--out", type=Path, required=True, help="JSON list of indices to write")
         p.add_argument("--device", default=None, help="torch device; default cuda if available")
-        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        p.add_argument("--threads", type=count(1), default=None, help="torch CPU threads")
         for flag, kind, text in SELECT_OPTIONS.get(name, []):
             if kind is bool:
                 p.add_argument(flag, action="store_true", default=None, help=text)
@@ -83,37 +158,28 @@ def _option_value(text: str) -> Any:
 def cmd_select(args: argparse.Namespace) -> None:
     from bilaf.selection import select
 
-    fixed = {
-        "features",
-        "budget",
-        "seed",
-        "out",
-        "device",
-        "threads",
-        "option",
-        "method",
-        "command",
-        "func",
-    }
-    options = {k: v for k, v in vars(args).items() if k not in fixed and v is not None}
+    named = [flag[2:].replace("-", "_") for flag, _, _ in SELECT_OPTIONS.get(args.method, [])]
+    options = {key: getattr(args, key) for key in named if getattr(args, key) is not None}
     for key in JSON_LIST_OPTIONS & options.keys():
         options[key] = read_json(options[key])
     for item in args.option:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        if not (key and eq):
+            raise InputError(f"--option {item!r}: expected KEY=VALUE, e.g. --option clusters=50")
         options[key.replace("-", "_")] = _option_value(value)
     if args.device and args.method != "random":
         options["device"] = args.device
     if "torch" in sys.modules:  # the method's module loaded it; numpy-only methods skip it
         _set_threads(args.threads)
     picked = select(args.method, args.features, args.budget, args.seed, **options)
-    write_json(args.out, [int(i) for i in picked])
     inputs = {"features": args.features}
     inputs.update(
         {key: getattr(args, key) for key in JSON_LIST_OPTIONS if getattr(args, key, None)}
     )
     rerun_options = {k: v for k, v in options.items() if k != "device"}
-    write_manifest(
+    write_with_manifest(
         args.out,
+        [int(i) for i in picked],
         inputs,
         rerun_options,
         args.seed,
@@ -190,7 +256,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     features, labels = open_features(args.features)
-    x, y = labeled_subset(features, labels, np.asarray(read_json(args.selection)))
+    x, y = labeled_subset(features, labels, read_selection(args.selection, labels.size))
     histogram = np.bincount(y, minlength=args.n_classes)
     missing = np.flatnonzero(histogram == 0).tolist()
     if missing:
@@ -231,7 +297,6 @@ def cmd_finetune_full(args: argparse.Namespace) -> None:
     import hashlib
 
     import numpy as np
-    import zarr
 
     from bilaf.backbones import Preprocess
     from bilaf.data import get_source
@@ -240,9 +305,9 @@ def cmd_finetune_full(args: argparse.Namespace) -> None:
     from bilaf.finetune_full import DecodedImages, Recipe, build_classifier, train_full
 
     _set_threads(args.threads)
-    pool, test = (zarr.open_group(str(p), mode="r") for p in (args.features, args.test_features))
-    selection = np.asarray(read_json(args.selection), dtype=np.int64)
+    pool, test = (open_store(p) for p in (args.features, args.test_features))
     pool_labels = pool["labels"][:]
+    selection = read_selection(args.selection, pool_labels.size)
     _, y = labeled_subset(np.zeros((pool_labels.size, 1)), pool_labels, selection)
     prep = Preprocess(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in pool.attrs["preprocess"].items()}
@@ -310,18 +375,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     features, labels = open_features(args.features)
     logits = predict_logits(model, features[:], meta["n_classes"])
     run = dict(item.split("=", 1) for item in args.run)
-    write_json(
-        args.out,
-        {
-            **run,
-            "budget": int(run["budget"]),
-            "seed": int(run["seed"]),
-            **classification_metrics(logits, labels),
-            **meta,
-        },
-    )
+    metrics = {
+        **run,
+        "budget": int(run["budget"]),
+        "seed": int(run["seed"]),
+        **classification_metrics(logits, labels),
+        **meta,
+    }
     inputs = {"model": args.model, "features": args.features}
-    write_manifest(args.out, inputs, run, int(run["seed"]), meta.get("device", "cpu"))
+    write_with_manifest(args.out, metrics, inputs, run, int(run["seed"]), meta.get("device", "cpu"))
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
@@ -352,12 +414,9 @@ def cmd_map(args: argparse.Namespace) -> None:
     from bilaf.features import open_features
     from bilaf.pool_map import plot_pool_map
 
-    selections = {}
-    for item in args.selection:
-        name, eq, path = item.partition("=")
-        if not (name and eq and path) or name in selections:
-            raise ValueError(f"--selection {item!r}: expected NAME=PATH with a new NAME")
-        selections[name] = read_json(path)
+    selections = {
+        name: read_json(path) for name, path in named_paths(args.selection, "--selection").items()
+    }
     cores = read_json(args.cores) if args.cores else None
     features, labels = open_features(args.features)
     written = plot_pool_map(features, labels, selections, cores, args.out, args.title)
@@ -375,7 +434,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     """The CLI; of `select`, only the parsers of the methods ``argv`` names (all when none)."""
     from bilaf.finetune_full import Recipe
 
-    parser = argparse.ArgumentParser(prog="bilaf", description=__doc__)
+    parser = Parser(prog="bilaf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="fetch and verify a dataset's official files")
@@ -385,7 +444,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--no-url", action="store_true", help="skip URLs: the local copy only")
     p.add_argument("--local-dir", default=None, help="folder with a copy of the official files")
     p.add_argument("--timeout", type=float, default=30.0)
-    p.set_defaults(func=cmd_download)
+    p.set_defaults(func=cmd_download, outputs={"out": None})
 
     p = sub.add_parser("extract", help="backbone features of one split into a zarr store")
     p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
@@ -394,25 +453,29 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--test-dir", default=None, help="folder sources: the test ImageFolder")
     p.add_argument("--dataset", required=True, help="dataset name recorded in the attrs")
     p.add_argument("--split", choices=["train", "test"], required=True)
-    p.add_argument("--subset-size", type=int, default=None, help="seeded subset; default all")
-    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--subset-size", type=count(1), default=None, help="seeded subset; default all")
+    p.add_argument("--subset-seed", type=count(0), default=0)
     p.add_argument("--backbone", required=True, help="timm model name")
     p.add_argument(
         "--weights", default="hub", help="hub, random, efficientnet_lite0_package or a path"
     )
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--image-size", type=count(1), default=None, help="default: the model's")
     p.add_argument("--interpolation", default=None, help="default: the model's")
     p.add_argument("--mean", type=float, nargs=3, default=None, help="default: the model's")
     p.add_argument("--std", type=float, nargs=3, default=None, help="default: the model's")
     p.add_argument("--crop-pct", type=float, default=1.0, help="centre crop (1 = whole image)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--chunk-rows", type=int, default=2048)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--batch-size", type=count(1), default=128)
+    p.add_argument("--chunk-rows", type=count(1), default=2048)
+    p.add_argument("--workers", type=count(0), default=0, help="DataLoader worker processes")
     p.add_argument("--device", default=None, help="torch device; default cuda if available")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True, help="the zarr store to write")
     p.add_argument("--samples", type=Path, default=None, help="default: <out>.samples.csv")
-    p.set_defaults(func=cmd_extract)
+    p.set_defaults(
+        func=cmd_extract,
+        inputs=["raw", "train_dir", "test_dir"],
+        outputs={"out": is_feature_store, "samples": is_samples_file},
+    )
 
     _add_select(sub, list(argv))
 
@@ -420,14 +483,16 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--features", type=Path, required=True, help="pool feature store")
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
     p.add_argument("--mode", choices=["linear", "knn"], default="linear")
-    p.add_argument("--n-classes", type=int, required=True)
+    p.add_argument("--n-classes", type=count(2), required=True)
     p.add_argument("--c", type=float, default=1.0, help="linear: inverse L2 strength (sklearn C)")
-    p.add_argument("--max-iter", type=int, default=100, help="linear: L-BFGS iterations")
-    p.add_argument("--knn-k", type=int, default=20, help="knn: neighbours")
+    p.add_argument("--max-iter", type=count(1), default=100, help="linear: L-BFGS iterations")
+    p.add_argument("--knn-k", type=count(1), default=20, help="knn: neighbours")
     p.add_argument("--knn-temperature", type=float, default=0.07, help="knn: vote temperature")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(
+        func=cmd_finetune, inputs=["features", "selection"], outputs={"out": is_model_file}
+    )
 
     p = sub.add_parser("finetune-full", help="finetune the whole backbone (paper recipe)")
     p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
@@ -439,7 +504,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--selection", type=Path, required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--weights", default=None)
-    p.add_argument("--n-classes", type=int, required=True)
+    p.add_argument("--n-classes", type=count(2), required=True)
     for flag, kind in (
         ("--epochs", int),
         ("--total-batch", int),
@@ -448,15 +513,19 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
         ("--eval-every", int),
         ("--label-smoothing", float),
         ("--drop-path", float),
-        ("--seed", int),
+        ("--seed", count(0)),
     ):
         default = getattr(Recipe(), flag[2:].replace("-", "_"))
         p.add_argument(flag, type=kind, default=default, help=f"default {default}")
     p.add_argument("--checkpoint-dir", type=Path, required=True)
     p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_finetune_full)
+    p.set_defaults(
+        func=cmd_finetune_full,
+        inputs=["features", "test_features", "selection", "raw", "train_dir", "test_dir"],
+        outputs={"out": is_model_file, "checkpoint_dir": None},
+    )
 
     p = sub.add_parser("evaluate", help="top-1/top-5 of a finetuned model on the test store")
     p.add_argument("--model", type=Path, required=True)
@@ -469,12 +538,12 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
         help="run keys recorded in the metrics (dataset, method, budget, seed)",
     )
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, inputs=["model", "features"], outputs={"out": has_manifest})
 
     p = sub.add_parser("audit", help="verify manifests against files; rerun some selections")
     p.add_argument("root", type=Path, nargs="?", default=Path("results"))
-    p.add_argument("--rerun", type=int, default=3, help="selections to rerun (seeded sample)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the rerun sample")
+    p.add_argument("--rerun", type=count(0), default=3, help="selections to rerun (seeded sample)")
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the rerun sample")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="paper-style tables (CSV, Markdown) and plots (PNG, SVG)")
@@ -483,7 +552,9 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", type=Path, required=True, help="folder for the plots")
     p.add_argument("--method-order", nargs="*", default=None, help="row / legend order")
     p.add_argument("--title", default="", help="headline of every table and plot")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(
+        func=cmd_report, inputs=["metrics"], outputs={"tables_dir": None, "plots_dir": None}
+    )
 
     p = sub.add_parser("map", help="2-D PCA map of the pool with each method's picks")
     p.add_argument("--features", type=Path, required=True, help="pool feature store (zarr)")
@@ -497,7 +568,9 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--cores", type=Path, default=None, help="JSON list of BiLAF core ids")
     p.add_argument("--title", required=True, help="headline of the figure")
     p.add_argument("--out", type=Path, nargs="+", required=True, help=".png and/or .svg files")
-    p.set_defaults(func=cmd_map)
+    p.set_defaults(
+        func=cmd_map, inputs=["features", "selection", "cores"], outputs={"out": is_plain_file}
+    )
     return parser
 
 
@@ -505,8 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        check_paths(args)
         args.func(args)
-    except ValueError as err:  # every bilaf error class is a ValueError: message, no traceback
+    except BilafError as err:  # bad input: one line; anything else is a bug and keeps its trace
         print(f"bilaf {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

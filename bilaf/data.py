@@ -36,6 +36,7 @@ from bilaf.errors import BilafError
 from bilaf.io import atomic_path
 
 SPLITS = ("train", "test")
+SAMPLES_HEADER = "row,source_index,label,class,name"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -89,8 +90,17 @@ def write_samples(path: str | Path, images: Images, source_index: np.ndarray) ->
             "name": images.names,
         }
     )
-    with atomic_path(path) as tmp:
+    with atomic_path(path, ours=is_samples_file) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def is_samples_file(path: Path) -> bool:
+    """Whether ``path`` is a table :func:`write_samples` wrote (what re-extraction may replace)."""
+    try:
+        with path.open() as fh:
+            return fh.readline().startswith(SAMPLES_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 class Source(Protocol):

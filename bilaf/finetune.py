@@ -13,6 +13,7 @@ A model is a dict of arrays with a ``mode`` entry, saved as ``.npz``.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from bilaf.errors import BilafError
 from bilaf.io import atomic_path
+from bilaf.selection.base import check_ids
 
 
 class FinetuneError(BilafError):
@@ -29,14 +31,11 @@ class FinetuneError(BilafError):
 def labeled_subset(
     features: Any, labels: np.ndarray, selection: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of the selected rows only: the only labels training may see."""
-    selection = np.asarray(selection, dtype=np.int64)
-    if selection.size == 0:
-        raise FinetuneError("the selection is empty: nothing to train on")
-    n = labels.shape[0]
-    if selection.min() < 0 or selection.max() >= n:
-        bad = selection[(selection < 0) | (selection >= n)][0]
-        raise FinetuneError(f"selection index {bad} is outside the pool [0, {n})")
+    """Features and labels of the selected rows only: the only labels training may see.
+
+    ``selection``: pool indices; repeats are allowed (the official code's picks can repeat).
+    """
+    selection = check_ids(selection, labels.shape[0], "the selection", unique=False)
     rows = np.asarray(features[selection], dtype=np.float32)  # zarr and numpy alike
     return rows, labels[selection]
 
@@ -125,9 +124,18 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 def save_model(path: str | Path, model: dict[str, Any], meta: dict[str, Any]) -> None:
     """Write the model's arrays plus ``meta`` (training facts, as JSON) to ``.npz`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, ours=is_model_file) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **model, meta_json=np.array(json.dumps(meta)))
+
+
+def is_model_file(path: Path) -> bool:
+    """Whether ``path`` is a model :func:`save_model` wrote (what a rerun may replace)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "meta_json.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from bilaf.errors import InputError
 from bilaf.report import plot_paths, pyplot, save_figure
-from bilaf.selection.base import iter_row_chunks
+from bilaf.selection.base import check_ids, iter_row_chunks
 
 MAX_FIT_ROWS = 20_000
 CHUNK_ROWS = 16_384
@@ -31,7 +32,7 @@ def fit_pca(
     """
     n, d = features.shape
     if n < 2 or d < 2:
-        raise ValueError(f"a 2-D map needs at least 2 pool rows and 2 dimensions, got {n}x{d}")
+        raise InputError(f"a 2-D map needs at least 2 pool rows and 2 dimensions, got {n}x{d}")
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
     blocks = []
     for start, block in iter_row_chunks(features, chunk_rows):
@@ -59,17 +60,6 @@ def project(
     return out
 
 
-def _check_ids(ids: Any, n: int, what: str) -> np.ndarray:
-    """``ids`` as int64 if a 1-D list of pool indices in [0, n), else ValueError naming ``what``."""
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{what}: expected a 1-D list of integer pool indices")
-    outside = arr[(arr < 0) | (arr >= n)]
-    if outside.size:
-        raise ValueError(f"{what}: index {outside[0]} is outside the pool [0, {n})")
-    return arr.astype(np.int64)
-
-
 def plot_pool_map(
     features: Any,
     labels: np.ndarray | None,
@@ -86,10 +76,15 @@ def plot_pool_map(
     """
     outs = plot_paths(outs)  # a bad suffix fails before the pool is read
     n = features.shape[0]
-    picks = {name: _check_ids(ids, n, f"selection {name!r}") for name, ids in selections.items()}
+    picks = {
+        name: check_ids(ids, n, f"selection {name!r}", unique=False, allow_empty=True)
+        for name, ids in selections.items()
+    }
     if not picks:
-        raise ValueError("no selections to map")
-    core_ids = None if cores is None else _check_ids(cores, n, "cores")
+        raise InputError("no selections to map")
+    core_ids = (
+        None if cores is None else check_ids(cores, n, "cores", unique=False, allow_empty=True)
+    )
     mean, components, ratio, background = fit_pca(features)
     xy = project(features, mean, components)
 

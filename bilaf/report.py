@@ -16,6 +16,7 @@ import pandas as pd
 
 from bilaf.audit import MANIFEST_SUFFIX
 from bilaf.config import parse_method
+from bilaf.errors import InputError
 from bilaf.io import atomic_path, read_json
 
 RUN_KEYS = ("dataset", "finetune_mode", "method", "budget", "seed")
@@ -43,7 +44,7 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
         m = read_json(path)
         missing = [k for k in (*RUN_KEYS, "top1") if k not in m]
         if missing:
-            raise ValueError(f"metrics file {path} lacks {missing}")
+            raise InputError(f"metrics file {path} lacks {missing}")
         manifest = Path(f"{path}{MANIFEST_SUFFIX}")
         rows.append(
             {
@@ -53,7 +54,7 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
             }
         )
     if not rows:
-        raise ValueError("no metrics files to report on")
+        raise InputError("no metrics files to report on")
     runs = pd.DataFrame(rows)
     seconds = sorted(c for c in runs.columns if c.endswith("_seconds"))
     columns = [c for c in keep if c in runs.columns] + seconds + ["metrics_file", "manifest"]
@@ -93,7 +94,7 @@ def sweep_summary(sweep_runs: pd.DataFrame) -> pd.DataFrame:
     params = pd.DataFrame([p for _, p in parsed], index=table.index)
     clash = set(params.columns) & set(table.columns)
     if clash:
-        raise ValueError(f"sweep parameter names {sorted(clash)} clash with table columns")
+        raise InputError(f"sweep parameter names {sorted(clash)} clash with table columns")
     table.insert(3, "base", [base for base, _ in parsed])
     for i, column in enumerate(params.columns):
         table.insert(4 + i, column, params[column])
@@ -149,11 +150,11 @@ def pyplot() -> Any:
 
 
 def plot_paths(outs: Iterable[str | Path]) -> list[Path]:
-    """``outs`` as paths, or ValueError unless each ends in .png or .svg (the formats written)."""
+    """``outs`` as paths, or InputError unless each ends in .png or .svg (the formats written)."""
     paths = [Path(out) for out in outs]
     bad = [str(p) for p in paths if p.suffix not in (".png", ".svg")]
     if bad or not paths:
-        raise ValueError(f"plot paths must be given and end in .png or .svg: {bad}")
+        raise InputError(f"plot paths must be given and end in .png or .svg: {bad}")
     return paths
 
 

@@ -3,7 +3,6 @@ import pytest
 
 from bilaf.evaluate import classification_metrics
 from bilaf.finetune import (
-    FinetuneError,
     fit_knn,
     fit_linear,
     labeled_subset,
@@ -11,6 +10,7 @@ from bilaf.finetune import (
     predict_logits,
     save_model,
 )
+from bilaf.selection import SelectionError
 
 
 def separable(n=600, d=20, classes=4, seed=0):
@@ -57,11 +57,25 @@ def test_only_selected_labels_reach_training():
         np.testing.assert_array_equal(a[key], b[key])
 
 
-@pytest.mark.parametrize(("sel", "match"), [([], "empty"), ([3, 600], "index 600 is outside")])
+@pytest.mark.parametrize(
+    ("sel", "match"),
+    [
+        ([], "empty"),
+        ([3, 600], "index 600, outside"),
+        ({"a": 1}, "flat list"),
+        ([0.5, 2], "must be integers"),
+        ("abc", "flat list"),
+    ],
+)
 def test_bad_selection_is_rejected(sel, match):
     x, y = separable()
-    with pytest.raises(FinetuneError, match=match):
-        labeled_subset(x, y, np.array(sel, dtype=np.int64))
+    with pytest.raises(SelectionError, match=match):
+        labeled_subset(x, y, sel)
+
+
+def test_a_selection_may_repeat_a_sample():  # the official code's picks can
+    x, y = separable()
+    np.testing.assert_array_equal(labeled_subset(x, y, [4, 4])[1], y[[4, 4]])
 
 
 @pytest.mark.parametrize("fit", [lambda x, y: fit_linear(x, y, 4), fit_knn])

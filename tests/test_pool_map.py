@@ -5,8 +5,10 @@ import pytest
 import zarr
 
 from bilaf.cli import main
+from bilaf.errors import InputError
 from bilaf.features import open_features
 from bilaf.pool_map import fit_pca, plot_pool_map, project
+from bilaf.selection import SelectionError
 from tests.selection.contract import blobs
 
 
@@ -58,16 +60,16 @@ def test_map_files_written_from_a_zarr_pool(pool, tmp_path):
 @pytest.mark.parametrize("bad", [[0, 400], [-1, 3], [[1, 2]], [0.5]])
 def test_a_selection_outside_the_pool_names_the_method(pool, tmp_path, bad):
     _, x = pool
-    with pytest.raises(ValueError, match="selection 'kmeans'"):
+    with pytest.raises(SelectionError, match="selection 'kmeans'"):
         plot_pool_map(x, None, {"random": [0, 1], "kmeans": bad}, None, [tmp_path / "m.png"], "t")
     assert not (tmp_path / "m.png").exists()
 
 
 def test_bad_cores_and_suffix_are_errors(pool, tmp_path):
     _, x = pool
-    with pytest.raises(ValueError, match="cores: index 400"):
+    with pytest.raises(SelectionError, match="cores contains index 400"):
         plot_pool_map(x, None, {"bilaf": [0]}, np.array([400]), [tmp_path / "m.png"], "t")
-    with pytest.raises(ValueError, match=r"\.png or \.svg"):
+    with pytest.raises(InputError, match=r"\.png or \.svg"):
         plot_pool_map(x, None, {"bilaf": [0]}, None, [tmp_path / "m.pdf"], "t")
 
 
