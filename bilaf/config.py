@@ -1,8 +1,10 @@
 """Config checks the JSON schema cannot express, and the values rules derive from the config.
 
-Budgets and the core count may be counts (integers >= 1) or fractions of the pool (0 < x < 1).
+Budgets and the core count may be counts (integers >= 1) or fractions of the pool (0 < x < 1);
+a float 1.0 is refused as ambiguous, and two budgets resolving to one count as duplicates.
 Every error names the config key and the fix, and is raised while Snakemake parses the workflow,
-so a bad config fails before any job runs.
+so a bad config fails before any job runs. :func:`coerce_config` first turns the strings that
+``snakemake --config`` gives for nested values into the types the schema asks for.
 """
 
 from __future__ import annotations
@@ -116,8 +118,7 @@ def sweep_budgets(config: dict[str, Any]) -> list[int]:
     sweep = config.get("sweep")
     if not sweep:
         return []
-    pool = pool_size(config)
-    return [resolve_count(b, pool, f"sweep.budgets[{i}]") for i, b in enumerate(sweep["budgets"])]
+    return resolve_counts(sweep["budgets"], pool_size(config), "sweep.budgets")
 
 
 def method_cores(config: dict[str, Any], method: str) -> int:
@@ -161,7 +162,15 @@ def pool_size(config: dict[str, Any]) -> int:
 
 
 def resolve_count(value: float, pool: int, key: str) -> int:
-    """A count from a count (int >= 1) or a fraction of the pool (0 < value < 1)."""
+    """A count from a count (int >= 1, or a float like 250.0) or a fraction of the pool (0 < x < 1).
+
+    A float 1.0 is refused: it reads as one sample and as the whole pool alike.
+    """
+    if isinstance(value, float) and value == 1:
+        raise ConfigError(
+            f"{key}: 1.0 is ambiguous: write 1 for one sample or {pool} (the pool size) for the "
+            "whole pool"
+        )
     if isinstance(value, float) and not value.is_integer():
         if not 0 < value < 1:
             raise ConfigError(f"{key}: {value} is neither a count >= 1 nor a fraction in (0, 1)")
@@ -174,22 +183,112 @@ def resolve_count(value: float, pool: int, key: str) -> int:
     return int(value)
 
 
+def resolve_counts(values: list[float], pool: int, key: str) -> list[int]:
+    """Each entry of the list at ``key`` as a count; two entries of the same count are refused.
+
+    Duplicates would run the same cells twice and count their metrics twice in the tables.
+    """
+    counts = [resolve_count(value, pool, f"{key}[{i}]") for i, value in enumerate(values)]
+    first: dict[int, int] = {}
+    for i, count in enumerate(counts):
+        j = first.setdefault(count, i)
+        if j != i:
+            raise ConfigError(
+                f"{key}[{j}] ({values[j]}) and {key}[{i}] ({values[i]}) both resolve to {count} "
+                f"samples of the {pool}-image pool: keep one"
+            )
+    return counts
+
+
 def budgets(config: dict[str, Any]) -> list[int]:
-    pool = pool_size(config)
-    return [resolve_count(b, pool, f"budgets[{i}]") for i, b in enumerate(config["budgets"])]
+    """The budgets as counts."""
+    return resolve_counts(config["budgets"], pool_size(config), "budgets")
 
 
 def n_cores(config: dict[str, Any]) -> int:
+    """BiLAF's core count."""
     return resolve_count(config["cores"], pool_size(config), "cores")
+
+
+def load_schema(schema_path: str | Path) -> dict[str, Any]:
+    """The JSON schema of the config (config/schema.yaml) as a mapping."""
+    import yaml
+
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def coerce_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each string turned into the number, boolean or null the schema wants there.
+
+    ``snakemake --config`` reads a list or mapping with YAML's BaseLoader, so every leaf is a
+    string (``budgets=[20,30]`` gives ['20', '30']). A string that does not convert stays, for
+    the schema to name. The patches of ``datasets`` are partial top-level configs, coerced so.
+    """
+    coerced = _coerce(config, schema)
+    patches = coerced.get("datasets")
+    if isinstance(patches, dict):
+        coerced["datasets"] = {
+            name: _coerce(patch, schema) if isinstance(patch, dict) else patch
+            for name, patch in patches.items()
+        }
+    return coerced
+
+
+# Python type of an enum value -> its JSON schema type.
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` coerced where ``schema`` (type, properties, items, additionalProperties) says."""
+    if isinstance(value, str):
+        return _coerce_text(value, _schema_types(schema))
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(item, schema["items"]) for item in value]
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        return {key: _coerce(item, properties.get(key, extra)) for key, item in value.items()}
+    return value
+
+
+def _schema_types(schema: dict[str, Any]) -> set[str]:
+    """The JSON types a schema allows: its ``type``, and those of its ``enum`` values."""
+    declared = schema.get("type", [])
+    types = {declared} if isinstance(declared, str) else set(declared)
+    return types | {_JSON_TYPES.get(type(value), "") for value in schema.get("enum", [])}
+
+
+def _coerce_text(text: str, types: set[str]) -> Any:
+    """The null (null, ~), boolean (true, false: any case) or number ``text`` spells, where
+    ``types`` allows it; else ``text`` unchanged."""
+    word = text.strip().lower()
+    if "null" in types and word in ("null", "~"):
+        return None
+    if "boolean" in types and word in ("true", "false"):
+        return word == "true"
+    number = _number(word)
+    if number is not None and ("number" in types or ("integer" in types and type(number) is int)):
+        return number
+    return text
+
+
+def _number(text: str) -> int | float | None:
+    """``text`` as an int ("20"), else a finite float ("0.05", "1.0" stays 1.0); else None."""
+    for parse in (int, float):
+        try:
+            number = parse(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) else None
+    return None
 
 
 def check_schema(config: dict[str, Any], schema_path: str | Path) -> None:
     """Raise ConfigError naming the first offending key (jsonschema's own message hides it)."""
     import jsonschema
-    import yaml
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    errors = list(jsonschema.Draft202012Validator(load_schema(schema_path)).iter_errors(config))
     if errors:
         error = min(errors, key=lambda e: [str(p) for p in e.absolute_path])
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
@@ -249,6 +348,8 @@ def check_config(config: dict[str, Any]) -> None:
                     f"budgets[{i}]: {budget} < {cores} cores for BiLAF: raise the budget or "
                     "lower cores"
                 )
+    sweep_cores = (config.get("sweep") or {}).get("params", {}).get("cores", [])
+    resolve_counts(sweep_cores, pool, "sweep.params.cores")  # point names write 1.0 as 1
     for i, budget in enumerate(sweep_budgets(config)):
         for method in sweep_methods(config):
             k = method_cores(config, method)

@@ -1,5 +1,6 @@
 # Config validation, the grid (datasets x methods x budgets x seeds, plus an optional BiLAF
 # sweep), wildcard constraints and the one path helper per artifact.
+import os
 import re
 import shlex
 import sys
@@ -16,6 +17,8 @@ from bilaf.config import (
     budgets,
     check_grid,
     check_schema,
+    coerce_config,
+    load_schema,
     method_cores,
     num_classes,
     parse_method,
@@ -25,7 +28,25 @@ from bilaf.config import (
 from bilaf.backbones import WEIGHT_KEYWORDS
 from bilaf.data import get_source
 
+
+def put_own_bin_on_path():
+    """Put the running interpreter's bin folder first on PATH when it holds `bilaf`.
+
+    Jobs inherit the environment, so every rule's `bilaf ...` runs the project's own command
+    even when `.venv/bin/snakemake` is started without the venv activated (`--sdm conda`
+    activates its env in front of this).
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if (Path(bin_dir) / "bilaf").exists() and path.split(os.pathsep)[0] != bin_dir:
+        os.environ.update(PATH=os.pathsep.join(filter(None, [bin_dir, path])))
+
+
+put_own_bin_on_path()
+
 SCHEMA = workflow.source_path("../config/schema.yaml")
+# --config gives nested values as YAML strings: type them as the schema says
+config.update(coerce_config(config, load_schema(SCHEMA)))
 check_schema(config, SCHEMA)  # names the bad key
 validate(config, schema="../config/schema.yaml")  # fills the schema's defaults
 GRID = check_grid(config, SCHEMA)  # dataset name -> its whole config, each checked

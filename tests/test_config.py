@@ -1,4 +1,5 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from bilaf.config import (
     check_config,
     check_grid,
     check_schema,
+    coerce_config,
     dataset_configs,
+    load_schema,
     method_cores,
     n_cores,
     num_classes,
@@ -210,3 +213,80 @@ def test_bad_sweeps_name_the_key(config, sweep, match):
     config["sweep"] = sweep
     with pytest.raises(ConfigError, match=match):
         check_grid(config, SCHEMA)
+
+
+def test_budgets_resolving_to_the_same_count_are_refused(config):
+    config["dataset"]["pool_size"] = 400
+    config.update(budgets=[0.05, 20], cores=10)
+    message = (
+        "budgets[0] (0.05) and budgets[1] (20) both resolve to 20 samples of the 400-image "
+        "pool: keep one"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(config)
+    config.update(budgets=[40])
+    config["sweep"] = {"method": "bilaf", "budgets": [40, 0.1], "params": {"delta": [1.2]}}
+    with pytest.raises(ConfigError, match=r"sweep.budgets\[0\] \(40\) and sweep.budgets\[1\]"):
+        check_grid(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c.update(budgets=[20, 1.0], methods=["random"]), "budgets[1]"),
+        (lambda c: c.update(cores=1.0), "cores"),
+        (lambda c: c["sweep"].update(budgets=[1.0]), "sweep.budgets[0]"),
+        (lambda c: c["sweep"]["params"].update(cores=[10, 1.0]), "sweep.params.cores[1]"),
+    ],
+)
+def test_a_float_one_is_refused_as_a_count(config, edit, key):
+    config["dataset"]["pool_size"] = 400
+    config.update(budgets=[1, 250.0], cores=10.0, methods=["random"])
+    config["sweep"] = {"method": "bilaf", "budgets": [250.0], "params": {"delta": [1.2]}}
+    assert budgets(config) == [1, 250] and n_cores(config) == 10  # integer-valued: counts
+    check_grid(config, SCHEMA)
+    edit(config)
+    message = f"{key}: 1.0 is ambiguous: write 1 for one sample or 400 (the pool size)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_grid(config, SCHEMA)
+
+
+def test_command_line_strings_become_the_schemas_types(config):
+    """What `snakemake --config` makes of lists and mappings: YAML strings at every leaf."""
+    config.update(budgets=["100", "0.05", "250.0"], sweep="NULL", cores="0.001")
+    config["bilaf"].update(delta="1.3", k="10", normalize="True")
+    config["dataset"].update(pool_size="~", name="123")
+    config["backbone"].update(interpolation="null", mean=["0.5", "0", "1e-1"])
+    config["datasets"] = {"a": "null", "b": {"cores": "20", "bilaf": {"normalize": "false"}}}
+    coerced = coerce_config(config, load_schema(SCHEMA))
+    assert coerced["budgets"] == [100, 0.05, 250.0]
+    assert [type(b) for b in coerced["budgets"]] == [int, float, float]
+    assert coerced["sweep"] is None and coerced["cores"] == 0.001
+    assert coerced["bilaf"] == {**config["bilaf"], "delta": 1.3, "k": 10, "normalize": True}
+    assert coerced["dataset"]["pool_size"] is None and coerced["dataset"]["name"] == "123"
+    assert coerced["backbone"]["interpolation"] is None
+    assert coerced["backbone"]["mean"] == [0.5, 0, 0.1]
+    assert coerced["datasets"] == {"a": None, "b": {"cores": 20, "bilaf": {"normalize": False}}}
+    assert config["budgets"] == ["100", "0.05", "250.0"]  # the input is left as it was
+    check_grid(coerced, SCHEMA)
+    assert type(coerce_config({"cores": "1.0"}, load_schema(SCHEMA))["cores"]) is float
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c["bilaf"].update(k="1.5"), r"bilaf.k: '1.5' is not of type 'integer'"),
+        (lambda c: c["bilaf"].update(delta="big"), r"bilaf.delta: 'big' is not of type"),
+        (lambda c: c["bilaf"].update(normalize="yes"), r"bilaf.normalize: 'yes' is not of"),
+        (lambda c: c.update(budgets=["20", "nan"]), r"budgets\[1\]: 'nan' is not of type"),
+        (lambda c: c["dataset"].update(source="null"), r"dataset.source: 'null' is not one"),
+        (
+            lambda c: c.update(datasets={"b": {"bilaf": {"delta": "x"}}}),
+            r"datasets.b: config key bilaf.delta: 'x' is not of type",
+        ),
+    ],
+)
+def test_strings_that_do_not_convert_stay_for_the_schema_to_name(config, edit, match):
+    edit(config)
+    with pytest.raises(ConfigError, match=match):
+        check_grid(coerce_config(config, load_schema(SCHEMA)), SCHEMA)

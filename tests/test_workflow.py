@@ -122,6 +122,35 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 
+def test_a_list_on_the_command_line_plans_those_budgets(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "budgets=[20,30]")  # YAML gives ['20', '30']
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "selection/random/B30_s0.json" in result.stdout and "B40_s0" not in result.stdout
+
+
+def test_a_nested_key_on_the_command_line_reaches_the_boundary_rule(tmp_path):
+    result = snakemake(tmp_path, "-n", "--printshellcmds", "--config", 'bilaf={"delta": 1.3}')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--delta 1.3 " in result.stdout and "--delta 1.1" not in result.stdout
+
+
+def test_a_scalar_on_the_command_line_turns_a_sweep_off(tmp_path):
+    sweep = extra_config(tmp_path, "sweep: {method: bilaf, budgets: [40], params: {k: [5]}}\n")
+    without_sweep = planned_jobs(tmp_path, "--configfile", str(TINY))
+    assert planned_jobs(tmp_path, "--configfile", str(TINY), sweep) != without_sweep
+    jobs = planned_jobs(tmp_path, "--configfile", str(TINY), sweep, "--config", "sweep=null")
+    assert jobs == without_sweep
+
+
+def test_jobs_find_bilaf_when_the_venv_is_not_on_path(tmp_path):
+    """`.venv/bin/snakemake ...` from a shell without the venv: the rules still run `bilaf`."""
+    result = run_workflow(
+        tmp_path, "resources/fashion_mnist", "--configfile", str(TINY), path="/usr/bin:/bin"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "resources/fashion_mnist/train-images-idx3-ubyte").is_file()
+
+
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dag2")

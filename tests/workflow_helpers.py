@@ -9,9 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`snakemake -s <repo>/Snakefile --directory workdir --cores 2 ARGS` with this venv's PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 600, path: str | None = None
+) -> subprocess.CompletedProcess:
+    """`snakemake -s <repo>/Snakefile --directory workdir --cores 2 ARGS` with this venv's PATH.
+
+    ``path`` replaces PATH instead, as in a shell where the venv is not activated.
+    """
+    venv_path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PATH": venv_path if path is None else path}
     cmd = [
         sys.executable,
         "-m",
