@@ -349,7 +349,7 @@ class ClusterDistances:
     def mean_to(self, pool: np.ndarray) -> np.ndarray:
         """Every member's mean distance to the members ``pool`` (duplicates counted)."""
         counts = np.bincount(self.inverse[pool], minlength=self.reps.shape[0])
-        weights = (counts / pool.size).astype(self.dtype)
+        weights = (counts / max(pool.size, 1)).astype(self.dtype)  # empty pool: all 0
         if self.full is not None:
             return self._expand(self.full @ weights)
         every = np.arange(self.reps.shape[0])

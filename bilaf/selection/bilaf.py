@@ -375,6 +375,28 @@ def _allocate(budget: int, sizes: np.ndarray, reference: bool) -> np.ndarray:
     return alloc
 
 
+def _check_reference_budget(
+    core_ids: np.ndarray, sizes: np.ndarray, kept: np.ndarray, alloc: np.ndarray, p_rm: float
+) -> None:
+    """Raise SelectionError, before any class is scored, where the official code would break:
+    a class with no budget (it divides by zero) or one that must pick beyond its core after
+    denoising kept none of its members (its argmin over no candidates fails)."""
+    if (alloc == 0).any():
+        j = int(np.flatnonzero(alloc == 0)[0])
+        raise SelectionError(
+            f"reference mode: the class of core {core_ids[j]} gets no budget, where the official "
+            "code divides by zero; raise the budget or use mode='paper'"
+        )
+    emptied = np.flatnonzero((kept == 0) & (alloc > 1))
+    if emptied.size:
+        j = int(emptied[0])
+        raise SelectionError(
+            f"reference mode: denoising with p_rm={p_rm} keeps none of the {sizes[j]} members of "
+            f"the class of core {core_ids[j]}, which must still pick {alloc[j] - 1} more, where "
+            "the official code fails on an empty argmin; lower p_rm or use mode='paper'"
+        )
+
+
 class _ReferenceScores:
     """The official boundary score: (D_o·pen[o] − d_intra) / max(D_o, d_intra) with o the nearest
     opponent only, and pen[o] *= δ each time a pick's nearest opponent is o (per class)."""
@@ -682,13 +704,10 @@ def bilaf(
     bounds = np.concatenate(([0], np.cumsum(np.bincount(own, minlength=n_cls))))
 
     sizes = np.diff(bounds)
-    alloc = _allocate(budget, _denoised_size(sizes, p_in, p_rm, reference), reference)
-    if reference and (alloc == 0).any():
-        j = int(np.flatnonzero(alloc == 0)[0])
-        raise SelectionError(
-            f"reference mode: the class of core {core_ids[j]} gets no budget, where the official "
-            "code divides by zero; raise the budget or use mode='paper'"
-        )
+    kept = _denoised_size(sizes, p_in, p_rm, reference)
+    alloc = _allocate(budget, kept, reference)
+    if reference:
+        _check_reference_budget(core_ids, sizes, kept, alloc, p_rm)
 
     # reference: float64 so near-ties order like the official cdist; paper: float32 is enough
     dtype = np.float64 if reference else np.float32

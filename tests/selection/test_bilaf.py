@@ -4,6 +4,7 @@ guarantees (paper mode), errors, and brute-force checks of the distance building
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -206,6 +207,22 @@ def test_paper_mode_tops_up_when_classes_run_dry():
 def test_bad_options_rejected(options, budget, message):
     with pytest.raises(SelectionError, match=message):
         select("bilaf", blobs(), budget, 0, **options)
+
+
+def test_reference_mode_refuses_a_class_that_denoising_emptied():
+    rng = np.random.default_rng(1)
+    sizes, centres = (100, 100, 100, 12), ((0, 0), (50, 0), (0, 50), (50, 50))
+    feats = np.vstack(
+        [rng.normal(c, 1, size=(m, 2)) for m, c in zip(sizes, centres, strict=True)]
+    ).astype(np.float32)
+    cores = [0, 100, 200, 300]
+    # p_rm = 0.95 keeps int(100·0.05) = 5 and int(12·0.05) = 0 members: a = ⌊11·5/15⌋ = 3 each
+    # and the remainder 2 both to the emptied class, which must pick 1 beyond its core
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way to the message
+        with pytest.raises(SelectionError, match="keeps none of the 12 members of the class of"):
+            select("bilaf", feats, 11, 0, cores=cores, mode="reference", p_rm=0.95)
+        assert select("bilaf", feats, 11, 0, cores=cores, p_rm=0.95).size == 11
 
 
 def test_reference_mode_refuses_a_class_without_budget():
