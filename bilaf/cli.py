@@ -6,6 +6,7 @@ Heavy imports (torch, timm, zarr) happen inside each subcommand, so a light stag
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 
 from bilaf.audit import has_manifest, write_with_manifest
 from bilaf.data import is_samples_file
+from bilaf.devices import device_used, set_threads
 from bilaf.errors import BilafError, InputError
-from bilaf.finetune import is_model_file
+from bilaf.finetune import PROBE_MODES, is_model_file
 from bilaf.io import (
     Ownership,
     check_outputs_apart,
@@ -22,26 +24,26 @@ from bilaf.io import (
     is_plain_file,
     read_json,
 )
-from bilaf.store import is_feature_store, open_store
+from bilaf.store import is_feature_store
 
 # Method-specific options of `bilaf select`: (flag, type, help). Defaults live in the functions.
 SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
     "activeft": [
-        ("--iters", int, "optimisation steps (SPEC §2: 300; ImageNet 100)"),
-        ("--lr", float, "Adam learning rate (1e-3)"),
-        ("--temperature", float, "softmax temperature tau (0.07)"),
-        ("--balance", float, "lambda, weight of the diversity term (1.0)"),
-        ("--batch-size", int, "rows per iteration; default all rows (ImageNet: 100000)"),
+        ("--iters", int, "optimisation steps (SPEC §2; ImageNet: 100)"),
+        ("--lr", float, "Adam learning rate"),
+        ("--temperature", float, "softmax temperature tau"),
+        ("--balance", float, "lambda, weight of the diversity term"),
+        ("--batch-size", int, "rows per iteration; unset: all rows (ImageNet: 100000)"),
         ("--init-ids", Path, "JSON list of K initial centroid sample ids"),
     ],
     "bilaf": [
         ("--cores", Path, "JSON list of core sample ids, in order; else ActiveFT picks them"),
         ("--n-cores", int, "number of ActiveFT cores when --cores is absent"),
-        ("--mode", str, "'paper' (default: the paper's text) or 'reference' (official code)"),
-        ("--k", int, "neighbours in the density score (10)"),
-        ("--p-in", float, "denoising growth step, fraction of the cluster (0.1)"),
-        ("--p-rm", float, "fraction of each cluster removed as noise (0.1; ImageNet 0.2)"),
-        ("--delta", float, "opponent penalty factor (1.1)"),
+        ("--mode", str, "'paper' (the paper's text) or 'reference' (the official code)"),
+        ("--k", int, "neighbours in the density score"),
+        ("--p-in", float, "denoising growth step, fraction of the cluster"),
+        ("--p-rm", float, "fraction of each cluster removed as noise (ImageNet: 0.2)"),
+        ("--delta", float, "opponent penalty factor"),
         ("--normalize", bool, "L2-normalise features first (the paper's text)"),
     ],
 }
@@ -69,6 +71,19 @@ def count(minimum: int) -> Any:
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+# `bilaf finetune-full` flags of the bilaf.finetune_full.Recipe fields: (flag, type, help).
+RECIPE_OPTIONS: list[tuple[str, Any, str]] = [
+    ("--epochs", int, "training epochs"),
+    ("--total-batch", int, "batch over all processes; the lr scales with it"),
+    ("--base-lr", float, "SGD learning rate before the batch scaling (SPEC §5)"),
+    ("--warmup-epochs", int, "epochs of linear lr warm-up before the cosine decay"),
+    ("--eval-every", int, "test top-1 every this many epochs (recorded in the history)"),
+    ("--label-smoothing", float, "cross-entropy label smoothing"),
+    ("--drop-path", float, "stochastic depth rate of the backbone"),
+    ("--seed", count(0), "seed of the data order, augmentation and drop-path"),
+]
 
 
 def named_paths(items: list[str], flag: str) -> dict[str, Path]:
@@ -101,13 +116,6 @@ def check_paths(args: argparse.Namespace) -> None:
     for name, ours in outputs.items():
         for path in _paths(args, [name]) if ours else []:
             check_replaceable(path, ours)
-
-
-def read_selection(path: Path, n: int) -> Any:
-    """A selection file's pool indices (int64; repeats allowed), checked against a pool of n."""
-    from bilaf.selection.base import check_ids
-
-    return check_ids(read_json(path), n, f"selection {path}", unique=False)
 
 
 def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
@@ -156,9 +164,9 @@ def _option_value(text: str) -> Any:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from bilaf.selection import select
+    from bilaf.selection import get_method, select
 
-    named = [flag[2:].replace("-", "_") for flag, _, _ in SELECT_OPTIONS.get(args.method, [])]
+    named = [_dest(flag) for flag, _, _ in SELECT_OPTIONS.get(args.method, [])]
     options = {key: getattr(args, key) for key in named if getattr(args, key) is not None}
     for key in JSON_LIST_OPTIONS & options.keys():
         options[key] = read_json(options[key])
@@ -167,10 +175,10 @@ def cmd_select(args: argparse.Namespace) -> None:
         if not (key and eq):
             raise InputError(f"--option {item!r}: expected KEY=VALUE, e.g. --option clusters=50")
         options[key.replace("-", "_")] = _option_value(value)
-    if args.device and args.method != "random":
+    if args.device and "device" in inspect.signature(get_method(args.method)).parameters:
         options["device"] = args.device
     if "torch" in sys.modules:  # the method's module loaded it; numpy-only methods skip it
-        _set_threads(args.threads)
+        set_threads(args.threads)
     picked = select(args.method, args.features, args.budget, args.seed, **options)
     inputs = {"features": args.features}
     inputs.update(
@@ -183,7 +191,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         inputs,
         rerun_options,
         args.seed,
-        _device_used(args.device),
+        device_used(options.get("device")),
         rerun={
             "method": args.method,
             "budget": args.budget,
@@ -191,12 +199,6 @@ def cmd_select(args: argparse.Namespace) -> None:
             "options": rerun_options,
         },
     )
-
-
-def _device_used(requested: str | None) -> str:
-    """The device a command ran on: as requested, else CUDA if torch was loaded and sees one."""
-    torch = sys.modules.get("torch")
-    return requested or ("cuda" if torch is not None and torch.cuda.is_available() else "cpu")
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -208,182 +210,36 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from bilaf.backbones import build_backbone, resolve_preprocess
-    from bilaf.data import get_source, subset_indices, write_samples
-    from bilaf.features import extract_to_zarr
+    from bilaf.features import extract
 
-    _set_threads(args.threads)
-    folders = {"train": args.train_dir, "test": args.test_dir}
-    images = get_source(args.source).load(args.split, args.raw, folders)
-    rows = subset_indices(len(images), args.subset_size, args.subset_seed)
-    images = images.take(rows)
-    prep = resolve_preprocess(
-        args.backbone, args.image_size, args.interpolation, args.mean, args.std, args.crop_pct
-    )
-    attrs = {
-        "dataset": args.dataset,
-        "source": args.source,
-        "split": args.split,
-        "backbone": args.backbone,
-        "weights": args.weights,
-        "subset_size": args.subset_size,
-        "subset_seed": args.subset_seed,
-        "classes": list(images.classes),
-        "samples_sha256": images.digest(),
-    }
-    extract_to_zarr(
-        args.out,
-        images,
-        rows,
-        build_backbone(args.backbone, args.weights),
-        prep,
-        attrs,
-        args.batch_size,
-        args.chunk_rows,
-        args.workers,
-        args.device,
-    )
-    write_samples(args.samples or args.out.with_suffix(".samples.csv"), images, rows)
+    set_threads(args.threads)
+    _call(extract, args, folders=_folders(args))
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    import time
+    from bilaf.finetune import finetune, save_model
 
-    import numpy as np
-
-    from bilaf.features import open_features
-    from bilaf.finetune import fit_knn, fit_linear, labeled_subset, save_model
-
-    start = time.perf_counter()
-    features, labels = open_features(args.features)
-    x, y = labeled_subset(features, labels, read_selection(args.selection, labels.size))
-    histogram = np.bincount(y, minlength=args.n_classes)
-    missing = np.flatnonzero(histogram == 0).tolist()
-    if missing:
-        print(
-            f"warning: classes {missing} have no labeled sample in {args.selection}",
-            file=sys.stderr,
-        )
-    if args.mode == "linear":
-        _set_threads(args.threads)
-        model = fit_linear(x, y, args.n_classes, args.c, args.max_iter)
-        recipe = {
-            "optimizer": "lbfgs",
-            "effective_batch_size": int(y.size),
-            "lr": None,
-            "c": args.c,
-            "max_iter": args.max_iter,
-        }
-    else:
-        model = fit_knn(x, y, args.knn_k, args.knn_temperature)
-        recipe = {"k": args.knn_k, "temperature": args.knn_temperature, "similarity": "cosine"}
-    save_model(
-        args.out,
-        model,
-        {
-            "finetune_mode": args.mode,
-            **recipe,
-            "n_classes": args.n_classes,
-            "device": "cpu",
-            "n_labeled": int(y.size),
-            "labeled_class_histogram": histogram.tolist(),
-            "classes_missing_from_labeled": missing,
-            "train_seconds": round(time.perf_counter() - start, 3),
-        },
-    )
+    save_model(args.out, *_call(finetune, args))
 
 
 def cmd_finetune_full(args: argparse.Namespace) -> None:
-    import hashlib
+    from bilaf.finetune import save_model
+    from bilaf.finetune_full import Recipe, finetune_full
 
-    import numpy as np
-
-    from bilaf.backbones import Preprocess
-    from bilaf.data import get_source
-    from bilaf.features import pick_device
-    from bilaf.finetune import labeled_subset, save_model
-    from bilaf.finetune_full import DecodedImages, Recipe, build_classifier, train_full
-
-    _set_threads(args.threads)
-    pool, test = (open_store(p) for p in (args.features, args.test_features))
-    pool_labels = pool["labels"][:]
-    selection = read_selection(args.selection, pool_labels.size)
-    _, y = labeled_subset(np.zeros((pool_labels.size, 1)), pool_labels, selection)
-    prep = Preprocess(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in pool.attrs["preprocess"].items()}
-    )
-    source, folders = get_source(args.source), {"train": args.train_dir, "test": args.test_dir}
-
-    def images(split: str, rows: np.ndarray) -> Any:
-        table = source.load(split, args.raw, folders).take(rows)
-        return table.pixels if table.pixels is not None else DecodedImages(table, prep)
-
-    test_rows = test["source_index"][:]
-    test_labels = test["labels"][:]
-    recipe = Recipe(
-        epochs=args.epochs,
-        total_batch=args.total_batch,
-        base_lr=args.base_lr,
-        warmup_epochs=args.warmup_epochs,
-        eval_every=args.eval_every,
-        label_smoothing=args.label_smoothing,
-        drop_path=args.drop_path,
-        seed=args.seed,
-    )
-    # The checkpoint belongs to exactly this (architecture, recipe, selection): a changed
-    # selection or recipe starts afresh instead of resuming someone else's training.
-    key = json.dumps([args.backbone, args.weights, vars(recipe), selection.tolist()])
-    checkpoint = args.checkpoint_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
-    device = pick_device(args.device)
-    model = build_classifier(args.backbone, args.weights, args.n_classes, recipe.drop_path)
-    out = train_full(
-        model,
-        args.backbone,
-        images("train", pool["source_index"][:][selection]),
-        y,
-        images("test", test_rows),
-        test_labels,
-        recipe,
-        prep,
-        checkpoint,
-        device,
-    )
-    histogram = np.bincount(y, minlength=args.n_classes)
-    meta = {k: v for k, v in out.items() if k != "test_logits"}
-    save_model(
-        args.out,
-        {"mode": np.array("full"), "test_logits": out["test_logits"]},
-        {
-            "finetune_mode": "full",
-            **meta,
-            "table_uses": "last_top1",
-            "checkpoint": str(checkpoint),
-            "n_classes": args.n_classes,
-            "n_labeled": int(y.size),
-            "labeled_class_histogram": histogram.tolist(),
-            "classes_missing_from_labeled": np.flatnonzero(histogram == 0).tolist(),
-        },
-    )
+    set_threads(args.threads)
+    recipe = Recipe(**{_dest(flag): getattr(args, _dest(flag)) for flag, _, _ in RECIPE_OPTIONS})
+    save_model(args.out, *_call(finetune_full, args, recipe=recipe, folders=_folders(args)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bilaf.evaluate import classification_metrics
-    from bilaf.features import open_features
-    from bilaf.finetune import load_model, predict_logits
+    from bilaf.evaluate import evaluate
 
-    model, meta = load_model(args.model)
-    features, labels = open_features(args.features)
-    logits = predict_logits(model, features[:], meta["n_classes"])
+    scores = evaluate(args.model, args.features)
     run = dict(item.split("=", 1) for item in args.run)
-    metrics = {
-        **run,
-        "budget": int(run["budget"]),
-        "seed": int(run["seed"]),
-        **classification_metrics(logits, labels),
-        **meta,
-    }
+    metrics = {**run, "budget": int(run["budget"]), "seed": int(run["seed"]), **scores}
     inputs = {"model": args.model, "features": args.features}
-    write_with_manifest(args.out, metrics, inputs, run, int(run["seed"]), meta.get("device", "cpu"))
+    device = scores.get("device", "cpu")
+    write_with_manifest(args.out, metrics, inputs, run, int(run["seed"]), device)
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
@@ -423,11 +279,28 @@ def cmd_map(args: argparse.Namespace) -> None:
     print("\n".join(map(str, written)))
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+def _call(fn: Any, args: argparse.Namespace, **given: Any) -> Any:
+    """``fn(**given)`` plus, for each other parameter of ``fn``, the argument of that name."""
+    named = [p for p in inspect.signature(fn).parameters if p not in given and hasattr(args, p)]
+    return fn(**given, **{name: getattr(args, name) for name in named})
 
-        torch.set_num_threads(threads)
+
+def _add_images(p: argparse.ArgumentParser) -> None:
+    """The flags that say where a dataset's images are (see :func:`_folders`)."""
+    p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
+    p.add_argument("--raw", type=Path, default=None, help="folder of the downloaded files")
+    p.add_argument("--train-dir", default=None, help="folder sources: the train ImageFolder")
+    p.add_argument("--test-dir", default=None, help="folder sources: the test ImageFolder")
+
+
+def _folders(args: argparse.Namespace) -> dict[str, str | None]:
+    """The ImageFolder of each split (folder sources; the others read ``--raw``)."""
+    return {"train": args.train_dir, "test": args.test_dir}
+
+
+def _dest(flag: str) -> str:
+    """The argparse attribute of ``flag``: ``--base-lr`` -> ``base_lr``."""
+    return flag[2:].replace("-", "_")
 
 
 def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
@@ -447,10 +320,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download, outputs={"out": None})
 
     p = sub.add_parser("extract", help="backbone features of one split into a zarr store")
-    p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
-    p.add_argument("--raw", type=Path, default=None, help="folder of the downloaded files")
-    p.add_argument("--train-dir", default=None, help="folder sources: the train ImageFolder")
-    p.add_argument("--test-dir", default=None, help="folder sources: the test ImageFolder")
+    _add_images(p)
     p.add_argument("--dataset", required=True, help="dataset name recorded in the attrs")
     p.add_argument("--split", choices=["train", "test"], required=True)
     p.add_argument("--subset-size", type=count(1), default=None, help="seeded subset; default all")
@@ -482,7 +352,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="train a probe on the selected samples' features")
     p.add_argument("--features", type=Path, required=True, help="pool feature store")
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
-    p.add_argument("--mode", choices=["linear", "knn"], default="linear")
+    p.add_argument("--mode", choices=PROBE_MODES, default="linear")
     p.add_argument("--n-classes", type=count(2), required=True)
     p.add_argument("--c", type=float, default=1.0, help="linear: inverse L2 strength (sklearn C)")
     p.add_argument("--max-iter", type=count(1), default=100, help="linear: L-BFGS iterations")
@@ -495,28 +365,15 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("finetune-full", help="finetune the whole backbone (paper recipe)")
-    p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
-    p.add_argument("--raw", type=Path, default=None, help="folder of the downloaded files")
-    p.add_argument("--train-dir", default=None, help="folder sources: the train ImageFolder")
-    p.add_argument("--test-dir", default=None, help="folder sources: the test ImageFolder")
+    _add_images(p)
     p.add_argument("--features", type=Path, required=True, help="pool store (its row order)")
     p.add_argument("--test-features", type=Path, required=True, help="test store (its rows)")
     p.add_argument("--selection", type=Path, required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--weights", default=None)
     p.add_argument("--n-classes", type=count(2), required=True)
-    for flag, kind in (
-        ("--epochs", int),
-        ("--total-batch", int),
-        ("--base-lr", float),
-        ("--warmup-epochs", int),
-        ("--eval-every", int),
-        ("--label-smoothing", float),
-        ("--drop-path", float),
-        ("--seed", count(0)),
-    ):
-        default = getattr(Recipe(), flag[2:].replace("-", "_"))
-        p.add_argument(flag, type=kind, default=default, help=f"default {default}")
+    for flag, kind, text in RECIPE_OPTIONS:
+        p.add_argument(flag, type=kind, default=getattr(Recipe(), _dest(flag)), help=text)
     p.add_argument("--checkpoint-dir", type=Path, required=True)
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=count(1), default=None)

@@ -8,6 +8,9 @@ only the unfinished chunks; the store is renamed to ``<out>`` only when complete
 
 Images come through a DataLoader (workers decode and resize image files; in-memory datasets are
 resized in batches on the device). On CUDA the model runs channels-last under bf16 autocast.
+
+:func:`extract` is the stage (``bilaf extract``): a dataset split in, a store and its samples CSV
+out.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from tqdm import tqdm
 
 from bilaf.backbones import Preprocess
 from bilaf.data import Images
+from bilaf.devices import device_name
 from bilaf.errors import BilafError
 from bilaf.io import check_replaceable
 from bilaf.store import PARTIAL_SUFFIX, is_feature_store, open_store
@@ -34,11 +39,7 @@ class FeatureError(BilafError):
     """Extraction failed or produced unusable features; the message says which and why."""
 
 
-def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else CUDA when there is a GPU, else CPU."""
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+pick_device = device_name  # the name bench/bench_extract.py imports
 
 
 def resize_crop(x: Any, prep: Preprocess) -> Any:
@@ -92,6 +93,32 @@ class ImageRows:
         return x[0].permute(1, 2, 0).to(torch.uint8).contiguous()
 
 
+def model_input(
+    images: Any,
+    prep: Preprocess,
+    device: str,
+    crop: Callable[[Any, Preprocess], Any] | None = resize_crop,
+) -> Any:
+    """uint8 images (n, h, w) grey or (n, h, w, 3) RGB (numpy or torch) -> the float32 batch
+    (n, 3, s, s) a backbone takes, on ``device``; extraction and full finetuning share it.
+
+    Scaled to [0, 1], grey repeated to three channels, then ``crop(x, prep)`` makes it s x s
+    (default :func:`resize_crop`, the extraction's; None when the images are at size already),
+    normalised by ``prep.mean`` / ``prep.std``, channels-last on CUDA.
+    """
+    import torch
+
+    x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    if crop is not None:
+        x = crop(x, prep)
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") else x
+
+
 def embed(
     images: Any, model: Any, prep: Preprocess, device: str = "cpu", resize: bool = True
 ) -> np.ndarray:
@@ -101,17 +128,8 @@ def embed(
     """
     import torch
 
-    x = torch.as_tensor(images).to(device, non_blocking=True)
-    x = x.float().div_(255.0)
-    x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    if resize:
-        x = resize_crop(x, prep)
-    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    x = model_input(images, prep, device, resize_crop if resize else None)
     on_cuda = device.startswith("cuda")
-    if on_cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=on_cuda):
         out = model(x)
     return out.float().cpu().numpy()
@@ -152,7 +170,7 @@ def extract_to_zarr(
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     check_replaceable(out, is_feature_store)  # before any work: a typo never costs a store
     check_replaceable(partial, lambda p: (p / "zarr.json").is_file())
-    device = pick_device(device)
+    device = device_name(device)
     on_cuda = device.startswith("cuda")
     model = model.to(device, memory_format=torch.channels_last) if on_cuda else model.to(device)
     n = len(images)
@@ -203,6 +221,62 @@ def extract_to_zarr(
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
+    return out
+
+
+def extract(
+    out: str | Path,
+    source: str,
+    split: str,
+    dataset: str,
+    backbone: str,
+    *,
+    weights: str | None = "hub",
+    raw: str | Path | None = None,
+    folders: Mapping[str, str | None] | None = None,
+    subset_size: int | None = None,
+    subset_seed: int = 0,
+    image_size: int | None = None,
+    interpolation: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    crop_pct: float = 1.0,
+    batch_size: int = 128,
+    chunk_rows: int = 2048,
+    workers: int = 0,
+    device: str | None = None,
+    samples: str | Path | None = None,
+) -> Path:
+    """The stage ``bilaf extract``: features of ``split`` of the dataset registry entry
+    ``source`` (all rows, or a seeded subset of ``subset_size``) by timm ``backbone`` with
+    ``weights``, written by :func:`extract_to_zarr` to ``out``, plus the CSV naming each row's
+    image at ``samples`` (default ``<out>.samples.csv``).
+
+    Preprocessing is the model's except what is given (:func:`bilaf.backbones.resolve_preprocess`);
+    the store's attrs record the dataset, weights, subset, classes and the samples' digest.
+    """
+    from bilaf.backbones import build_backbone, resolve_preprocess
+    from bilaf.data import get_source, subset_indices, write_samples
+
+    out = Path(out)
+    images = get_source(source).load(split, raw, folders or {})
+    rows = subset_indices(len(images), subset_size, subset_seed)
+    images = images.take(rows)
+    prep = resolve_preprocess(backbone, image_size, interpolation, mean, std, crop_pct)
+    attrs = {
+        "dataset": dataset,
+        "source": source,
+        "split": split,
+        "backbone": backbone,
+        "weights": weights,
+        "subset_size": subset_size,
+        "subset_seed": subset_seed,
+        "classes": list(images.classes),
+        "samples_sha256": images.digest(),
+    }
+    model = build_backbone(backbone, weights)
+    extract_to_zarr(out, images, rows, model, prep, attrs, batch_size, chunk_rows, workers, device)
+    write_samples(samples or out.with_suffix(".samples.csv"), images, rows)
     return out
 
 

@@ -7,25 +7,96 @@ with full-batch L-BFGS so the result is deterministic.
 ``knn``: weighted k-NN as DINO evaluates (cosine similarity, k=20 neighbours, votes weighted by
 exp(sim/T) with T=0.07); the "model" is the L2-normalised labeled features and their labels.
 
-A model is a dict of arrays with a ``mode`` entry, saved as ``.npz``.
+A model is a dict of arrays with a ``mode`` entry, saved as ``.npz``. :func:`finetune` is the
+stage (``bilaf finetune``): a pool store and a selection file in, the model and its facts out.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bilaf.devices import set_threads
 from bilaf.errors import BilafError
-from bilaf.io import atomic_path
+from bilaf.io import atomic_path, read_json
 from bilaf.selection.base import check_ids
+
+PROBE_MODES = ("linear", "knn")
 
 
 class FinetuneError(BilafError):
     """The labeled subset cannot be trained on; the message says why."""
+
+
+def read_selection(path: str | Path, n: int) -> np.ndarray:
+    """A selection file's pool indices (int64; repeats allowed), checked against a pool of n."""
+    return check_ids(read_json(path), n, f"selection {path}", unique=False)
+
+
+def labeled_facts(mode: str, n_classes: int, labels: np.ndarray) -> dict[str, Any]:
+    """What every model file records about its training labels, whatever the mode: the mode,
+    n_classes, n_labeled, the labeled-class histogram and the classes the selection misses."""
+    histogram = np.bincount(labels, minlength=n_classes)
+    return {
+        "finetune_mode": mode,
+        "n_classes": n_classes,
+        "n_labeled": int(labels.size),
+        "labeled_class_histogram": histogram.tolist(),
+        "classes_missing_from_labeled": np.flatnonzero(histogram == 0).tolist(),
+    }
+
+
+def finetune(
+    features: str | Path,
+    selection: str | Path,
+    n_classes: int,
+    mode: str = "linear",
+    *,
+    c: float = 1.0,
+    max_iter: int = 100,
+    knn_k: int = 20,
+    knn_temperature: float = 0.07,
+    threads: int | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(model, meta) of a ``linear`` or ``knn`` probe on the pool store ``features``, trained on
+    the rows of the ``selection`` file only (the module docstring gives the protocols).
+
+    ``meta``: the recipe, :func:`labeled_facts`, the device and the training seconds. A class
+    without a labeled sample is warned about on stderr. ``threads``: torch CPU threads of the
+    linear probe (k-NN is numpy).
+    """
+    from bilaf.features import open_features
+
+    if mode not in PROBE_MODES:
+        raise FinetuneError(f"unknown probe mode {mode!r}: use one of {list(PROBE_MODES)}")
+    start = time.perf_counter()
+    feats, labels = open_features(features)
+    x, y = labeled_subset(feats, labels, read_selection(selection, labels.size))
+    facts = labeled_facts(mode, n_classes, y)
+    missing = facts["classes_missing_from_labeled"]
+    if missing:
+        print(f"warning: classes {missing} have no labeled sample in {selection}", file=sys.stderr)
+    if mode == "linear":
+        set_threads(threads)
+        model = fit_linear(x, y, n_classes, c, max_iter)
+        recipe = {
+            "optimizer": "lbfgs",
+            "effective_batch_size": int(y.size),
+            "lr": None,
+            "c": c,
+            "max_iter": max_iter,
+        }
+    else:
+        model = fit_knn(x, y, knn_k, knn_temperature)
+        recipe = {"k": knn_k, "temperature": knn_temperature, "similarity": "cosine"}
+    meta = {**facts, **recipe, "device": "cpu"}
+    return model, {**meta, "train_seconds": round(time.perf_counter() - start, 3)}
 
 
 def labeled_subset(

@@ -12,22 +12,33 @@ the same final weights as an uninterrupted run.
 Multi-GPU (torchrun): the *total* batch and so the lr stay as configured whatever the number of
 processes; each process takes total_batch / world_size samples of every step. (The official
 recipe sets the per-GPU batch, so its effective batch and lr change with the GPU count.)
+
+:func:`finetune_full` is the stage (``bilaf finetune-full``): stores, a selection file and the
+recipe in; the model file's contents (the test logits) and its facts out.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bilaf.backbones import Preprocess
+from bilaf.data import get_source
+from bilaf.devices import device_name, resolve_device
 from bilaf.errors import BilafError
+from bilaf.finetune import labeled_facts, read_selection
 from bilaf.io import atomic_path
+from bilaf.store import open_store
 
 
 class FullFinetuneError(BilafError):
@@ -104,36 +115,36 @@ class DecodedImages:
 def _batch(
     images: np.ndarray, prep: Any, device: str, generator: Any = None, min_crop: float = 1.0
 ) -> Any:
-    """uint8 images -> normalised input batch: a random resized crop + flip when a generator is
-    given (training), else the extraction's resize and centre crop (evaluation)."""
+    """uint8 images -> normalised input batch (:func:`bilaf.features.model_input`): a random
+    resized crop + flip when a generator is given (training), else the extraction's resize and
+    centre crop (evaluation)."""
+    from bilaf.features import model_input, resize_crop
+
+    if generator is None:
+        return model_input(images, prep, device, resize_crop)
+    return model_input(images, prep, device, partial(_random_crop, generator, min_crop))
+
+
+def _random_crop(generator: Any, min_crop: float, x: Any, prep: Any) -> Any:
+    """Per image a seeded random square crop (area >= ``min_crop``) resized to the input size,
+    flipped horizontally with probability 1/2."""
     import torch
     import torch.nn.functional as F
 
-    from bilaf.features import resize_crop
-
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)
-    x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    if generator is not None:
-        n, _, h, w = x.shape
-        scale = min_crop + (1 - min_crop) * torch.rand(n, generator=generator)
-        side = (scale.sqrt() * min(h, w)).long().clamp(min=1)
-        top = (torch.rand(n, generator=generator) * (h - side + 1)).long()
-        left = (torch.rand(n, generator=generator) * (w - side + 1)).long()
-        flip = torch.rand(n, generator=generator) < 0.5
-        crops = []
-        for i in range(n):
-            crop = x[i : i + 1, :, top[i] : top[i] + side[i], left[i] : left[i] + side[i]]
-            crop = F.interpolate(
-                crop, size=(prep.image_size,) * 2, mode="bilinear", align_corners=False
-            )
-            crops.append(crop.flip(-1) if flip[i] else crop)
-        x = torch.cat(crops)
-    else:
-        x = resize_crop(x, prep)
-    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") else x
+    n, _, h, w = x.shape
+    scale = min_crop + (1 - min_crop) * torch.rand(n, generator=generator)
+    side = (scale.sqrt() * min(h, w)).long().clamp(min=1)
+    top = (torch.rand(n, generator=generator) * (h - side + 1)).long()
+    left = (torch.rand(n, generator=generator) * (w - side + 1)).long()
+    flip = torch.rand(n, generator=generator) < 0.5
+    crops = []
+    for i in range(n):
+        crop = x[i : i + 1, :, top[i] : top[i] + side[i], left[i] : left[i] + side[i]]
+        crop = F.interpolate(
+            crop, size=(prep.image_size,) * 2, mode="bilinear", align_corners=False
+        )
+        crops.append(crop.flip(-1) if flip[i] else crop)
+    return torch.cat(crops)
 
 
 def predict(model: Any, images: Any, prep: Any, device: str, batch: int = 256) -> np.ndarray:
@@ -252,20 +263,74 @@ def train_full(
     }
 
 
+def finetune_full(
+    features: str | Path,
+    test_features: str | Path,
+    selection: str | Path,
+    n_classes: int,
+    recipe: Recipe,
+    *,
+    source: str,
+    raw: str | Path | None,
+    folders: dict[str, str | None],
+    backbone: str,
+    weights: str | None,
+    checkpoint_dir: str | Path,
+    device: str | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(model, meta) of full finetuning (the stage ``bilaf finetune-full``): timm ``backbone``
+    with ``weights`` trained by :func:`train_full` on the images of the ``selection`` file's
+    rows of the pool store ``features``, tested on the rows of ``test_features``.
+
+    Images come from the dataset registry entry ``source`` (``raw`` folder, or ``folders`` for
+    folder sources), prepared as the stores record. The checkpoint under ``checkpoint_dir`` is
+    named by a hash of (backbone, weights, recipe, selection): a changed selection or recipe
+    starts afresh instead of resuming someone else's training. The model is the test logits;
+    ``meta`` is train_full's record plus :func:`bilaf.finetune.labeled_facts`.
+    """
+    pool, test = open_store(features), open_store(test_features)
+    pool_labels = pool["labels"][:]
+    picked = read_selection(selection, pool_labels.size)
+    y = pool_labels[picked]  # the only labels training sees
+    prep = Preprocess(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in pool.attrs["preprocess"].items()}
+    )
+    dataset = get_source(source)
+
+    def images(split: str, rows: np.ndarray) -> Any:
+        table = dataset.load(split, raw, folders).take(rows)
+        return table.pixels if table.pixels is not None else DecodedImages(table, prep)
+
+    key = json.dumps([backbone, weights, vars(recipe), picked.tolist()])
+    checkpoint = Path(checkpoint_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    device = device_name(device)
+    model = build_classifier(backbone, weights, n_classes, recipe.drop_path)
+    out = train_full(
+        model,
+        backbone,
+        images("train", pool["source_index"][:][picked]),
+        y,
+        images("test", test["source_index"][:]),
+        test["labels"][:],
+        recipe,
+        prep,
+        checkpoint,
+        device,
+    )
+    record = {k: v for k, v in out.items() if k != "test_logits"}
+    facts = labeled_facts("full", n_classes, y)
+    meta = {**facts, **record, "table_uses": "last_top1", "checkpoint": str(checkpoint)}
+    return {"mode": np.array("full"), "test_logits": out["test_logits"]}, meta
+
+
 def _distributed_rank_world() -> tuple[int, int]:
     """(rank, world size), initialising torch.distributed when launched by torchrun."""
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if _cuda() else "gloo")
+        dist.init_process_group("nccl" if resolve_device().type == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _save_checkpoint(path: Path, arch: str, model: Any, optimizer: Any, state: dict) -> None:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -165,3 +166,35 @@ def test_a_bug_keeps_its_traceback(features, tmp_path, monkeypatch):
     monkeypatch.setattr(base, "check_features", broken)
     with pytest.raises(ValueError, match="a bug, not bad input"):
         main(select_random(str(features), str(tmp_path / "o.json")))
+
+
+def test_device_goes_only_to_a_method_that_takes_one(features, tmp_path, capsys):
+    out = tmp_path / "sel.json"
+    code, err = run_cli(select_random(features, out, "--device", "warp-drive"), capsys)
+    assert code == 0, err  # random takes no device: it is not passed, and not recorded
+    manifest = json.loads((tmp_path / "sel.json.manifest.json").read_text())
+    assert manifest["device"] == "cpu" and "device" not in manifest["params"]
+    argv = ["select", "fds", "--features", features, "--budget", "5", "--device", "warp-drive"]
+    code, err = run_cli([*argv, "--out", tmp_path / "fds.json"], capsys)
+    assert code == 2 and "device 'warp-drive' is not a torch device" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "fds.json").exists()
+
+
+def test_help_strings_leave_the_numeric_defaults_to_the_functions():
+    import inspect
+
+    from bilaf.cli import RECIPE_OPTIONS, SELECT_OPTIONS, _dest
+    from bilaf.finetune_full import Recipe
+    from bilaf.selection import get_method
+
+    def states(text, default):  # a choice list may name a string default; numbers are checked
+        numbers = {float(n) for n in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", text)}
+        return not isinstance(default, bool) and default in numbers
+
+    assert states("Adam learning rate (1e-3)", 0.001) and states("(10)", 10)
+    for method, options in SELECT_OPTIONS.items():
+        params = inspect.signature(get_method(method)).parameters
+        for flag, _, text in options:
+            assert not states(text, params[_dest(flag)].default), text
+    for flag, _, text in RECIPE_OPTIONS:
+        assert not states(text, getattr(Recipe(), _dest(flag))), text

@@ -15,6 +15,7 @@ from bilaf.features import (
     chunk_batches,
     embed,
     extract_to_zarr,
+    model_input,
     open_features,
     resize_crop,
 )
@@ -80,6 +81,19 @@ def test_resize_crop_keeps_aspect_and_centre_crops():
     assert cropped.shape == (2, 3, 16, 16)  # 32 -> 32 (16 / 0.5), centre 16
     same = torch.rand(1, 3, 8, 8)
     assert resize_crop(same, Preprocess(8)) is same
+
+
+def test_model_input_scales_repeats_grey_crops_and_normalises():
+    prep = Preprocess(4, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    grey = np.full((2, 4, 4), 255, dtype=np.uint8)
+    x = model_input(grey, prep, "cpu", crop=None)
+    assert x.shape == (2, 3, 4, 4) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, 3.0, 1.0]))
+    rgb = torch.from_numpy(np.repeat(pixels(2)[..., None], 3, axis=-1))
+    torch.testing.assert_close(
+        model_input(rgb, Preprocess(20), "cpu"), model_input(pixels(2), Preprocess(20), "cpu")
+    )
+    assert model_input(pixels(2)[:, ::-1], Preprocess(20), "cpu").shape == (2, 3, 20, 20)
 
 
 def test_chunk_batches_never_span_chunks():
@@ -216,3 +230,26 @@ def test_cli_extracts_an_image_folder_with_the_models_preprocessing(tmp_path):
     samples = pd.read_csv(tmp_path / "pool.samples.csv")
     assert samples["name"].tolist() == ["a/0.png", "a/1.png", "b/0.png", "b/1.png", "b/2.png"]
     np.testing.assert_array_equal(group["labels"][:], samples["label"])
+
+
+def test_the_stage_extracts_a_seeded_subset_and_records_it(tmp_path):
+    from PIL import Image
+
+    from bilaf.data import subset_indices
+    from bilaf.features import extract as extract_stage
+
+    for i in range(6):
+        (tmp_path / "train" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels(1, seed=i)[0]).save(tmp_path / "train" / f"c{i % 2}" / f"{i}.png")
+    folders = {"train": tmp_path / "train"}
+    options = {"weights": "random", "folders": folders, "subset_size": 4, "subset_seed": 1}
+    options.update(image_size=16, samples=tmp_path / "rows.csv")
+    out = extract_stage(tmp_path / "s.zarr", "imagefolder", "train", "toy", "test_vit", **options)
+    group = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(group["source_index"][:], subset_indices(6, 4, 1))
+    assert group.attrs["subset_size"] == 4 and group.attrs["subset_seed"] == 1
+    assert group.attrs["dataset"] == "toy" and group.attrs["weights"] == "random"
+    assert group.attrs["preprocess"]["image_size"] == 16 and group["features"].shape[0] == 4
+    assert pd.read_csv(tmp_path / "rows.csv")["source_index"].tolist() == list(
+        subset_indices(6, 4, 1)
+    )

@@ -1,10 +1,15 @@
+import json
+
 import numpy as np
 import pytest
 
-from bilaf.evaluate import classification_metrics
+from bilaf.evaluate import classification_metrics, evaluate
 from bilaf.finetune import (
+    FinetuneError,
+    finetune,
     fit_knn,
     fit_linear,
+    labeled_facts,
     labeled_subset,
     load_model,
     predict_logits,
@@ -117,3 +122,73 @@ def test_metrics_against_hand_counts():
     assert m["top1"] == pytest.approx(100 / 3)
     assert m["top5"] == pytest.approx(200 / 3)  # sample 3's label 0 ranks last
     assert m["per_class_top1"] == {"0": 50.0, "2": 0.0}
+
+
+def pool_store(path, x, y):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("features", data=x)
+    group.create_array("labels", data=np.asarray(y, dtype=np.int64))
+    group.attrs["complete"] = True
+    return path
+
+
+def test_labeled_facts_count_the_labels_and_name_the_missing_classes():
+    facts = labeled_facts("knn", 5, np.array([1, 1, 3, 0]))
+    assert facts == {
+        "finetune_mode": "knn",
+        "n_classes": 5,
+        "n_labeled": 4,
+        "labeled_class_histogram": [1, 2, 0, 1, 0],
+        "classes_missing_from_labeled": [2, 4],
+    }
+
+
+@pytest.mark.parametrize("mode", ["linear", "knn"])
+def test_the_stage_trains_on_the_selection_file_and_evaluate_scores_it(tmp_path, capsys, mode):
+    x, y = separable()
+    pool = pool_store(tmp_path / "pool.zarr", x[:300], y[:300])
+    test = pool_store(tmp_path / "test.zarr", x[300:], y[300:])
+    sel = np.flatnonzero(y[:300] != 3)[:40]
+    (tmp_path / "sel.json").write_text(json.dumps(sel.tolist()))
+    model, meta = finetune(pool, tmp_path / "sel.json", 4, mode, threads=1)
+    assert f"warning: classes [3] have no labeled sample in {tmp_path / 'sel.json'}" in (
+        capsys.readouterr().err
+    )
+    expected = fit_linear(x[sel], y[sel], 4) if mode == "linear" else fit_knn(x[sel], y[sel])
+    for key in expected:
+        np.testing.assert_array_equal(model[key], expected[key])
+    assert meta["finetune_mode"] == mode and meta["n_labeled"] == 40 and meta["device"] == "cpu"
+    assert meta["classes_missing_from_labeled"] == [3] and meta["train_seconds"] >= 0
+    linear = {"optimizer": "lbfgs", "effective_batch_size": 40, "c": 1.0, "max_iter": 100}
+    knn = {"k": 20, "temperature": 0.07, "similarity": "cosine"}
+    assert (linear if mode == "linear" else knn).items() <= meta.items()
+    save_model(tmp_path / "m.npz", model, meta)
+    scores = evaluate(tmp_path / "m.npz", test)
+    logits = predict_logits(model, x[300:], 4)
+    assert scores == {**classification_metrics(logits, y[300:]), **meta}
+
+
+def test_an_unknown_probe_mode_is_named(tmp_path):
+    with pytest.raises(FinetuneError, match="unknown probe mode 'svm'"):
+        finetune(tmp_path / "pool.zarr", tmp_path / "sel.json", 4, "svm")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--mode", "knn", "--knn-k", 3, "--knn-temperature", 0.5], {"k": 3, "temperature": 0.5}),
+        (["--c", 0.5, "--max-iter", 7], {"finetune_mode": "linear", "c": 0.5, "max_iter": 7}),
+    ],
+)
+def test_the_cli_passes_every_probe_flag(tmp_path, flags, expected):
+    from bilaf.cli import main
+
+    x, y = separable(n=100)
+    pool = pool_store(tmp_path / "pool.zarr", x, y)
+    (tmp_path / "sel.json").write_text(json.dumps(list(range(30))))
+    argv = ["finetune", "--features", pool, "--selection", tmp_path / "sel.json", "--n-classes"]
+    argv += [4, "--out", tmp_path / "m.npz", "--threads", 1, *flags]
+    assert main([str(a) for a in argv]) == 0
+    assert expected.items() <= load_model(tmp_path / "m.npz")[1].items()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,77 @@ def test_folder_images_decode_on_demand_and_train(tmp_path):
         tmp_path / "c.pt",
     )
     assert out["test_logits"].shape == (12, 3)
+
+
+def folder_split(root, n, seed):
+    """``toy_images`` saved as an ImageFolder (class = subfolder); their labels in load order."""
+    from PIL import Image
+
+    from bilaf.data import get_source
+
+    x, y = toy_images(n=n, seed=seed)
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    return get_source("imagefolder").load("train", None, {"train": str(root)}).labels
+
+
+def fake_store(path, labels):
+    """A complete feature store whose rows are the split's images in order (features unused)."""
+    from dataclasses import asdict
+
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("features", data=np.ones((labels.size, 2), dtype=np.float32))
+    group.create_array("labels", data=np.asarray(labels, dtype=np.int64))
+    group.create_array("source_index", data=np.arange(labels.size, dtype=np.int64))
+    group.attrs.update({"preprocess": asdict(PREP), "complete": True})
+    return path
+
+
+def test_the_stage_trains_on_the_selection_and_evaluate_scores_it(tmp_path, capsys):
+    import json
+
+    from bilaf.cli import main
+    from bilaf.finetune import load_model
+
+    pool_labels = folder_split(tmp_path / "train", 12, seed=0)
+    test_labels = folder_split(tmp_path / "test", 6, seed=1)
+    pool = fake_store(tmp_path / "pool.zarr", pool_labels)
+    test = fake_store(tmp_path / "test.zarr", test_labels)
+    selection = tmp_path / "sel.json"
+    picks = np.flatnonzero(pool_labels != 2)[:6].tolist()  # class 2 gets no labeled sample
+    selection.write_text(json.dumps(picks))
+    argv = ["finetune-full", "--source", "imagefolder", "--train-dir", tmp_path / "train"]
+    argv += ["--test-dir", tmp_path / "test", "--features", pool, "--test-features", test]
+    argv += ["--selection", selection, "--backbone", "test_efficientnet", "--n-classes", 3]
+    argv += ["--epochs", 1, "--total-batch", 4, "--warmup-epochs", 1, "--eval-every", 1]
+    argv += ["--checkpoint-dir", tmp_path / "ckpt", "--out", tmp_path / "m.npz"]
+    assert main([str(a) for a in argv]) == 0
+    model, meta = load_model(tmp_path / "m.npz")
+    assert str(model["mode"]) == "full" and model["test_logits"].shape == (6, 3)
+    assert meta["finetune_mode"] == "full" and meta["n_classes"] == 3 and meta["n_labeled"] == 6
+    assert meta["labeled_class_histogram"] == np.bincount(pool_labels[picks], minlength=3).tolist()
+    assert meta["classes_missing_from_labeled"] == [2] and meta["table_uses"] == "last_top1"
+    assert meta["device"] == "cpu" and Path(meta["checkpoint"]).is_file()
+    assert meta["recipe"]["epochs"] == 1 and meta["effective_batch_size"] == 4
+
+    out = tmp_path / "metrics.json"
+    argv = ["evaluate", "--model", tmp_path / "m.npz", "--features", test, "--out", out]
+    argv += ["--run", "dataset=toy", "method=random", "budget=6", "seed=0"]
+    assert main([str(a) for a in argv]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["top1"] == pytest.approx(meta["last_top1"]) and metrics["n_test"] == 6
+    assert metrics["budget"] == 6 and metrics["finetune_mode"] == "full"
+
+
+def test_evaluation_batches_are_the_extraction_input():
+    from bilaf.features import model_input
+    from bilaf.finetune_full import _batch
+
+    x, _ = toy_images(n=4)
+    torch.testing.assert_close(_batch(x, PREP, "cpu"), model_input(x, PREP, "cpu"))
+    train = _batch(x, PREP, "cpu", torch.Generator().manual_seed(0), RECIPE.min_crop)
+    assert train.shape == (4, 3, 32, 32) and train.dtype == torch.float32

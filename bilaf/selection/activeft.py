@@ -29,12 +29,14 @@ from bilaf.selection.base import (
     load_features,
     register,
 )
+from bilaf.selection.neighbors import resolve_device
 
 MAX_BLOCK = 1 << 24  # entries of a temporary computed at once off CPU (64 MiB of float32)
 CPU_BLOCK = 1 << 22  # the same on CPU (16 MiB): measured fastest with the 2 cores contended
 SHORTLIST = 64  # readout candidates kept per centroid by one streaming pass
 
 Blocks = Callable[[], Iterator[tuple[int, torch.Tensor]]]
+_device = resolve_device  # the name bench/bench_selection.py calls
 
 
 def _check_options(
@@ -54,16 +56,6 @@ def _check_options(
         or batch_size < 1
     ):
         raise SelectionError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    """The requested device, or CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise SelectionError(f"device {device!r} is not a torch device: {err}") from None
 
 
 def _normalise(block: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -227,7 +219,7 @@ def activeft(
     CPU results are the reference.
     """
     _check_options(iters, lr, temperature, balance, batch_size)
-    dev = _device(device)
+    dev = resolve_device(device)
     n = features.shape[0]
     rng = np.random.default_rng(seed)
     if init_ids is None:
@@ -274,7 +266,7 @@ def iteration_cost(
     Best of ``repeats`` each (after one warm-up), so a bench can check that an iteration costs
     little more than that one product. Returns ``iteration_s``, ``matmul_s`` and their ``ratio``.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     pool = _load(load_features(features), dev)
     init = np.random.default_rng(seed).choice(pool.shape[0], size=k, replace=False)
     theta = pool[torch.from_numpy(init).to(dev)].clone().requires_grad_(True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bilaf.selection.base import register
-from bilaf.selection.neighbors import load_tensor, resolve_device, sq_norms
+from bilaf.selection.neighbors import load_centred, sq_norms
 
 
 @register("fds")
@@ -24,9 +24,8 @@ def fds(features: Any, budget: int, seed: int, *, device: str | None = None) -> 
     The first pick is ``np.random.default_rng(seed).integers(n)``; each later pick maximises the
     distance to its nearest earlier pick.
     """
-    dev = resolve_device(device)
-    x = load_tensor(features, dev)
-    x -= x.mean(dim=0)  # distances are unchanged; the Gram identity loses less to cancellation
+    x = load_centred(features, device)
+    dev = x.device
     n = x.shape[0]
     x_sq = sq_norms(x)
     # min_d2[i]: squared distance from i to its nearest pick. Picks are set to -inf, so a

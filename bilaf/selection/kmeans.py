@@ -14,9 +14,8 @@ import torch
 
 from bilaf.selection.base import SelectionError, register
 from bilaf.selection.neighbors import (
-    load_tensor,
+    load_centred,
     nearest_centre,
-    resolve_device,
     row_chunks,
     sq_distances,
     sq_norms,
@@ -144,7 +143,6 @@ def kmeans(
 ) -> np.ndarray:
     """K-Means with ``budget`` clusters; per centre (k-means++ order) its nearest untaken sample."""
     check_kmeans_options(iters, tol)
-    x = load_tensor(features, resolve_device(device))
-    x -= x.mean(dim=0)  # distances are unchanged; the Gram identity loses less to cancellation
+    x = load_centred(features, device)
     centres, _ = fit_kmeans(x, budget, np.random.default_rng(seed), iters, tol)
     return nearest_distinct(x, sq_norms(x), centres)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from bilaf import devices
 from bilaf.selection.base import SelectionError, iter_row_chunks
 
 # Elements of one distance block (float32: 64 MiB); a chunk has this many / columns rows.
@@ -20,15 +21,8 @@ BLOCK_ELEMENTS = 1 << 24
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device to compute on: ``device`` if given, else cuda when available, else cpu."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise SelectionError(
-            f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda')"
-        ) from err
+    """A selection method's device (:func:`bilaf.devices.resolve_device`; SelectionError)."""
+    return devices.resolve_device(device, SelectionError)
 
 
 def load_tensor(features: Any, device: torch.device) -> torch.Tensor:
@@ -42,6 +36,16 @@ def load_tensor(features: Any, device: torch.device) -> torch.Tensor:
         else:
             out[start : start + len(block)] = torch.tensor(block, device=device)
     return out
+
+
+def load_centred(features: Any, device: str | torch.device | None) -> torch.Tensor:
+    """:func:`load_tensor` on the method's ``device``, minus the column means.
+
+    Euclidean distances are unchanged; the Gram identity loses less to cancellation.
+    """
+    x = load_tensor(features, resolve_device(device))
+    x -= x.mean(dim=0)
+    return x
 
 
 def row_chunks(n: int, cols: int, rows: int | None = None) -> Iterator[tuple[int, int]]:

@@ -24,7 +24,7 @@ import torch
 
 from bilaf.selection.base import SelectionError, register
 from bilaf.selection.kmeans import check_kmeans_options, fit_kmeans
-from bilaf.selection.neighbors import knn_mean_distance, load_tensor, resolve_device
+from bilaf.selection.neighbors import knn_mean_distance, load_centred
 
 
 def typicality_order(x: torch.Tensor, k: int) -> np.ndarray:
@@ -55,8 +55,7 @@ def typiclust(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise SelectionError(f"typiclust {name} must be an integer >= {low}, got {value!r}")
     check_kmeans_options(iters, tol)
-    x = load_tensor(features, resolve_device(device))
-    x -= x.mean(dim=0)  # distances are unchanged; the Gram identity loses less to cancellation
+    x = load_centred(features, device)
     _, labels = fit_kmeans(x, budget, np.random.default_rng(seed), iters, tol)
     labels_np = labels.cpu().numpy()
     sizes = np.bincount(labels_np, minlength=budget)

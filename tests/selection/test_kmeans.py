@@ -6,7 +6,7 @@ import torch
 
 from bilaf.selection import SelectionError, select
 from bilaf.selection.kmeans import fit_kmeans, lloyd_step
-from bilaf.selection.neighbors import sq_norms
+from bilaf.selection.neighbors import load_centred, sq_norms
 from tests.selection.contract import SelectionContract, blobs
 
 
@@ -78,3 +78,12 @@ def test_fit_converges_to_blob_means():
 def test_bad_options_rejected(options, match):
     with pytest.raises(SelectionError, match=match):
         select("kmeans", blobs(), 10, 0, device="cpu", **options)
+
+
+def test_features_load_centred_on_the_device_asked():
+    feats = blobs(n=300)
+    x = load_centred(feats, "cpu")
+    assert x.device == torch.device("cpu") and x.dtype == torch.float32
+    torch.testing.assert_close(x, torch.from_numpy(feats - feats.mean(0)), atol=1e-4, rtol=0)
+    with pytest.raises(SelectionError, match="not a torch device"):
+        load_centred(feats, "warp-drive")
