@@ -1,18 +1,14 @@
-"""Chunked Euclidean-distance building blocks for BiLAF (SPEC §3).
+"""Euclidean distances inside one pseudo-class, exact where an order depends on them (SPEC §3).
 
-Two jobs, both without an n×n or a full n×K matrix:
-
-* :func:`nearest_cores`: each sample's ``depth`` nearest cores, exact. A float32 (or, on a GPU,
-  float64) Gram product per row block gives a shortlist with a proven error margin, and only the
-  shortlisted (sample, core) pairs are recomputed in float64 from differences, like scipy's
-  ``cdist``. The shortlist is a superset of every core that can rank in the top ``depth``, so the
-  result does not depend on the device or the BLAS: near-ties resolve on the exact float64 distance
-  and exact ties go to the lowest core position.
-* :class:`ClusterDistances`: distances among one cluster's rows (float64, or float32 where only
-  determinism matters). The rows are centred on the cluster's core (exact: both are float32)
-  before the Gram identity, which keeps cancellation small, and identical rows share one
-  representative, so exact ties (duplicates, self-distance 0) stay exact whatever the BLAS does
-  with their positions.
+BiLAF denoises, scores and picks inside pseudo-classes (steps 1-4), so every distance it needs
+but the nearest-core ones (:mod:`.pseudo_classes`) is between members of one class, or from
+them to a core. :class:`ClusterDistances` holds one class's rows and answers those requests
+without an n×n matrix: float64 (or float32 where only determinism matters), rows centred on the
+class's core before the Gram identity (which keeps cancellation small), and identical rows sharing
+one representative, so exact ties (duplicates, self-distance 0) stay exact whatever the BLAS
+does with their positions. :class:`MatrixBuffer` is the memory one class's whole matrix lives
+in, reused class after class. :func:`prepare` and :func:`load_rows` turn the features into the
+float32 rows all of it works on.
 """
 
 from __future__ import annotations
@@ -24,10 +20,7 @@ import numpy as np
 from bilaf.selection.base import iter_row_chunks
 
 BLOCK_ELEMENTS = 1 << 24  # entries of one row-block × columns distance matrix (64-128 MiB)
-ROWS_PER_BLOCK = 2048  # rows per nearest-core block (fewer if many cores)
-EXACT_ROWS = 256  # rows per float64 recomputation: temporaries of ~1 MiB are reused (measured)
 STORE_LIMIT = 12_000  # a kept full matrix, or kept denoising blocks, has at most this² entries
-UNIT_ROUNDOFF = 2.0**-24  # float32
 
 
 def prepare(block: np.ndarray, normalize: bool) -> np.ndarray:
@@ -45,106 +38,6 @@ def load_rows(features: Any, normalize: bool) -> np.ndarray:
     for start, chunk in iter_row_chunks(features):
         out[start : start + chunk.shape[0]] = prepare(chunk, normalize)
     return out
-
-
-def _exact_top(
-    xb: np.ndarray, cores: np.ndarray, rows: np.ndarray, cols: np.ndarray, depth: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``depth`` nearest of each row's shortlisted cores by float64 distance from
-    differences (like ``cdist``), ties to the lowest core: (ids, distances), each rows × depth.
-
-    ``rows`` is sorted with ``cols`` ascending within a row (``np.flatnonzero`` order), and every
-    row has at least ``depth`` entries. The j-th entries (j < depth) of all rows are done together
-    so the rows need no gather; the few entries beyond go in one batch.
-    """
-    n = xb.shape[0]
-    counts = np.bincount(rows, minlength=n)
-    slot = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
-    width = int(counts.max())
-    dist = np.full((n, width), np.inf)
-    core = np.zeros((n, width), dtype=np.int64)
-    core[rows, slot] = cols
-    for lo in range(0, n, EXACT_ROWS):
-        x64 = xb[lo : lo + EXACT_ROWS].astype(np.float64)
-        for j in range(depth):
-            diff = cores[core[lo : lo + EXACT_ROWS, j]]
-            np.subtract(x64, diff, out=diff)
-            dist[lo : lo + EXACT_ROWS, j] = np.einsum("ij,ij->i", diff, diff)
-    extra = np.flatnonzero(slot >= depth)
-    if extra.size:
-        diff = xb[rows[extra]].astype(np.float64) - cores[cols[extra]]
-        dist[rows[extra], slot[extra]] = np.einsum("ij,ij->i", diff, diff)
-    np.sqrt(dist, out=dist)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :depth]  # columns are in core order
-    return np.take_along_axis(core, order, axis=1), np.take_along_axis(dist, order, axis=1)
-
-
-def _shortlist(
-    xb: np.ndarray, right: Any, depth: int, error: float, torch_device: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """(row, core) pairs whose Gram value ||c||² − 2x·c lies within twice the error bound of the
-    row's ``depth``-th smallest: a superset of every core that can rank in the top ``depth``.
-
-    ``right`` is [−2c, ||c||²] per core (transposed), so one product gives the values: float32
-    numpy on the CPU, float64 torch on ``torch_device``. With many cores the ``depth``-th
-    smallest of 64 group minima stands in for the ``depth``-th smallest value (an upper bound).
-    """
-    x_norm = np.sqrt(np.einsum("ij,ij->i", xb, xb, dtype=np.float64))
-    slack = 2.0 * error * (2.0 * x_norm + 1.0)
-    if torch_device is not None:
-        import torch
-
-        xt = torch.from_numpy(xb).to(torch_device, dtype=torch.float64)
-        approx = torch.addmm(right[-1], xt, right[:-1])
-        kth = approx.topk(depth, dim=1, largest=False).values[:, -1]
-        hits = approx <= (kth + torch.from_numpy(slack).to(approx))[:, None]
-        return tuple(t.cpu().numpy() for t in torch.nonzero(hits, as_tuple=True))
-    approx = np.hstack([xb, np.ones((xb.shape[0], 1), dtype=xb.dtype)]) @ right  # one pass
-    n_cores = approx.shape[1]
-    if n_cores >= 2048:  # the depth-th smallest of 64 group minima bounds it, far cheaper
-        groups = np.arange(0, n_cores, n_cores // 64)
-        kth = np.partition(np.minimum.reduceat(approx, groups, axis=1), depth - 1, axis=1)
-    else:
-        kth = np.partition(approx, depth - 1, axis=1)
-    bound = (kth[:, depth - 1] + slack).astype(np.float32)  # rounds to >= the kth value
-    return np.divmod(np.flatnonzero(approx <= bound[:, None]), n_cores)
-
-
-def nearest_cores(
-    rows: np.ndarray, core_rows: np.ndarray, depth: int, torch_device: Any = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``depth`` nearest cores, exact: (ids n×depth int64, distances float64).
-
-    Order within a row: exact float64 distance from differences, then core position. ``rows``
-    and ``core_rows`` are float32; rows are processed in blocks of at most BLOCK_ELEMENTS
-    distances.
-    """
-    n, d = rows.shape
-    n_cores = core_rows.shape[0]
-    cores64 = core_rows.astype(np.float64)
-    core_sq = np.einsum("ij,ij->i", cores64, cores64)
-    right = np.vstack([-2.0 * cores64.T, core_sq[None, :]])
-    if torch_device is None:
-        right = right.astype(np.float32)
-    else:
-        import torch
-
-        right = torch.from_numpy(right).to(torch_device)
-    # A float32 sum of d+1 products is off by at most gamma_{d+1}·Σ|terms| in any order, with
-    # Σ|terms| <= 2|x||c| + |c|²; error·(2|x| + 1) is twice that bound for any core, and a core
-    # can beat the depth-th smallest value only if within two such bounds of it.
-    core_max = float(np.sqrt(core_sq.max()))
-    error = 2.0 * (d + 2) * UNIT_ROUNDOFF * max(core_max, core_max**2)
-    ids = np.empty((n, depth), dtype=np.int64)
-    dists = np.empty((n, depth), dtype=np.float64)
-    step = max(1, min(ROWS_PER_BLOCK, BLOCK_ELEMENTS // n_cores))
-    for s in range(0, n, step):
-        xb = np.asarray(rows[s : s + step], dtype=np.float32)
-        pair_rows, pair_cols = _shortlist(xb, right, depth, error, torch_device)
-        ids[s : s + xb.shape[0]], dists[s : s + xb.shape[0]] = _exact_top(
-            xb, cores64, pair_rows, pair_cols, depth
-        )
-    return ids, dists
 
 
 def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,10 +94,11 @@ def _symmetric_distances(
 
 class MatrixBuffer:
     """Memory for one cluster's distances at a time, reused by cluster after cluster: the pages
-    are allocated and touched once instead of once per cluster."""
+    are allocated and touched once instead of once per cluster. It starts at the largest
+    cluster's matrix, or ``store_limit``² entries if that is less."""
 
-    def __init__(self, dtype: type, largest: int = 0) -> None:
-        side = min(largest, STORE_LIMIT)
+    def __init__(self, dtype: type, largest: int = 0, *, store_limit: int = STORE_LIMIT) -> None:
+        side = min(largest, store_limit)
         self.data = np.empty(side * side, dtype=dtype)
 
     def flat(self, count: int) -> np.ndarray:
@@ -227,9 +121,10 @@ class ClusterDistances:
     (reference mode), float32 where determinism is enough (paper mode, twice as fast). Identical
     rows share one representative, so self- and duplicate distances are exactly 0 and exact ties
     stay exact whatever the BLAS does with row positions. Given a ``buffer`` (and at most
-    :data:`STORE_LIMIT` distinct rows) the full matrix is computed once and kept there, valid
+    ``store_limit`` distinct rows) the full matrix is computed once and kept there, valid
     until the buffer's next use; otherwise each request computes its block, so only the pairs
-    asked for are ever computed and memory stays bounded for huge clusters.
+    asked for are ever computed and memory stays bounded for huge clusters. Computed blocks have
+    at most ``block_elements`` entries.
     """
 
     def __init__(
@@ -238,18 +133,22 @@ class ClusterDistances:
         centre: np.ndarray,
         dtype: type = np.float64,
         buffer: MatrixBuffer | None = None,
+        *,
+        store_limit: int = STORE_LIMIT,
+        block_elements: int = BLOCK_ELEMENTS,
     ) -> None:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         reps, self.inverse = _unique_rows(rows)
         self.has_duplicates = reps.size < rows.shape[0]
         self.dtype = dtype
+        self.block_elements = block_elements
         self.centre = centre.astype(np.float64)
         self.reps = rows[reps].astype(np.float64) - self.centre
         self.sq = np.einsum("ij,ij->i", self.reps, self.reps)
         self.work, self.work_sq = self.reps.astype(dtype), self.sq.astype(dtype)
         self.full: np.ndarray | None = None
         self._sides: tuple[np.ndarray, np.ndarray] | None = None
-        if buffer is not None and reps.size <= STORE_LIMIT:
+        if buffer is not None and reps.size <= store_limit:
             self.full = _symmetric_distances(self.work, self.work_sq, buffer.square(reps.size))
 
     @property
@@ -338,7 +237,8 @@ class ClusterDistances:
         if self.full is not None:
             return self.full[r[:, None], c]
         sq = np.empty(c.shape, dtype=self.dtype)
-        step = max(1, BLOCK_ELEMENTS // max(c.size // max(r.size, 1) * self.work.shape[1], 1))
+        per_row = max(c.size // max(r.size, 1) * self.work.shape[1], 1)
+        step = max(1, self.block_elements // per_row)
         for s in range(0, r.size, step):
             rs, cs = r[s : s + step], c[s : s + step]
             dots = np.einsum("ik,ijk->ij", self.work[rs], self.work[cs])
@@ -346,15 +246,15 @@ class ClusterDistances:
         sq[c == r[:, None]] = 0
         return np.sqrt(np.maximum(sq, 0, out=sq), out=sq)
 
-    def mean_to(self, pool: np.ndarray) -> np.ndarray:
-        """Every member's mean distance to the members ``pool`` (duplicates counted)."""
-        counts = np.bincount(self.inverse[pool], minlength=self.reps.shape[0])
-        weights = (counts / max(pool.size, 1)).astype(self.dtype)  # empty pool: all 0
+    def mean_to(self, subset: np.ndarray) -> np.ndarray:
+        """Every member's mean distance to the members ``subset`` (duplicates counted)."""
+        counts = np.bincount(self.inverse[subset], minlength=self.reps.shape[0])
+        weights = (counts / max(subset.size, 1)).astype(self.dtype)  # empty subset: all 0
         if self.full is not None:
             return self._expand(self.full @ weights)
         every = np.arange(self.reps.shape[0])
         out = np.empty(every.size, dtype=self.dtype)
-        step = max(1, BLOCK_ELEMENTS // every.size)
+        step = max(1, self.block_elements // every.size)
         for s in range(0, every.size, step):
             out[s : s + step] = self._rep_block(every[s : s + step], every, None, False) @ weights
         return self._expand(out)
