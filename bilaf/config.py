@@ -65,7 +65,8 @@ def dataset_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     configs = {}
     for name, patch in patches.items():
         merged = deep_merge(base, patch or {})
-        merged["dataset"]["name"] = name
+        if isinstance(merged.get("dataset"), dict):  # else the schema names dataset
+            merged["dataset"]["name"] = name
         configs[name] = merged
     return configs
 
@@ -284,29 +285,57 @@ def _number(text: str) -> int | float | None:
     return None
 
 
-def check_schema(config: dict[str, Any], schema_path: str | Path) -> None:
-    """Raise ConfigError naming the first offending key (jsonschema's own message hides it)."""
+def check_schema(config: dict[str, Any], schema: str | Path | dict[str, Any]) -> None:
+    """Check ``config`` against the JSON schema and fill in the schema's ``default:`` values.
+
+    ``schema`` is the schema file or its loaded mapping. One pass does both, as
+    ``snakemake.utils.validate`` does, but the ConfigError names the first offending key
+    (jsonschema's own message hides it). A default fills a key only where its mapping is there.
+    """
     import jsonschema
 
-    errors = list(jsonschema.Draft202012Validator(load_schema(schema_path)).iter_errors(config))
+    schema = schema if isinstance(schema, dict) else load_schema(schema)
+    check_properties = jsonschema.Draft202012Validator.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, subschema):
+        if validator.is_type(instance, "object"):
+            for key, rule in properties.items():
+                if "default" in rule:
+                    instance.setdefault(key, copy.deepcopy(rule["default"]))
+        yield from check_properties(validator, properties, instance, subschema)
+
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, {"properties": fill_then_check}
+    )(schema)
+    errors = list(validator.iter_errors(config))
     if errors:
         error = min(errors, key=lambda e: [str(p) for p in e.absolute_path])
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ConfigError(f"config key {key.lstrip('.') or '(top level)'}: {error.message}")
 
 
-def check_grid(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Any]]:
-    """Check every dataset's merged config (schema, then :func:`check_config`); return them.
+def check_grid(
+    config: dict[str, Any], schema: str | Path | dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Check the config in one pass and complete it; return dataset name -> its whole config.
 
-    An error in a dataset of ``datasets`` is prefixed with ``datasets.<name>:``.
+    The top level is checked against the schema with its defaults filled in (:func:`check_schema`,
+    in place); without ``datasets`` it is the grid's one config. Each dataset of ``datasets`` is
+    its patch merged over that (:func:`dataset_configs`), checked against the schema in turn.
+    Then :func:`check_config` runs on each. An error in a dataset of ``datasets`` is prefixed
+    with ``datasets.<name>:``.
     """
+    schema = schema if isinstance(schema, dict) else load_schema(schema)
+    check_schema(config, schema)
+    patched = bool(config.get("datasets"))
     grid = dataset_configs(config)
     for name, dataset_config in grid.items():
         try:
-            check_schema(dataset_config, schema_path)
+            if patched:
+                check_schema(dataset_config, schema)
             check_config(dataset_config)
         except ConfigError as err:
-            if "datasets" not in config:
+            if not patched:
                 raise
             raise ConfigError(f"datasets.{name}: {err}") from None
     return grid

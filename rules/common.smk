@@ -8,15 +8,12 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from snakemake.utils import validate
-
 from bilaf.config import (
     BOUNDARY_METHODS,
     PIPELINE_METHODS,
     backbone_tag,
     budgets,
     check_grid,
-    check_schema,
     coerce_config,
     load_schema,
     method_cores,
@@ -43,13 +40,17 @@ def put_own_bin_on_path():
 
 
 put_own_bin_on_path()
+# envs/bilaf.yaml installs the project from this folder as `-e ${BILAF_WORKFLOW_DIR}` (pip
+# expands it): snakemake creates the env from a copy of the file under .snakemake/conda, so a
+# relative path there would not find the project. Jobs and env creation inherit os.environ.
+os.environ.update(BILAF_WORKFLOW_DIR=workflow.basedir)
 
-SCHEMA = workflow.source_path("../config/schema.yaml")
+SCHEMA = load_schema(workflow.source_path("../config/schema.yaml"))
 # --config gives nested values as YAML strings: type them as the schema says
-config.update(coerce_config(config, load_schema(SCHEMA)))
-check_schema(config, SCHEMA)  # names the bad key
-validate(config, schema="../config/schema.yaml")  # fills the schema's defaults
-GRID = check_grid(config, SCHEMA)  # dataset name -> its whole config, each checked
+config.update(coerce_config(config, SCHEMA))
+# One pass: the schema (an error names the key) fills its defaults, then the checks it cannot
+# express, on the top level and on each dataset of `datasets`. Dataset name -> its whole config.
+GRID = check_grid(config, SCHEMA)
 
 
 def every_method():
@@ -85,14 +86,10 @@ def param(*keys):
     return get
 
 
-def source_of(w):
-    return get_source(cfg(w)["dataset"]["source"])
-
-
 def raw_dir(w):
     """The downloaded files' folder; none for folder datasets (read where the config says)."""
     source = cfg(w)["dataset"]["source"]
-    return [f"resources/{source}"] if get_source(source).raw_files else []
+    return [raw_path(source)] if get_source(source).raw_files else []
 
 
 def raw_flag(w, flag="--raw"):
@@ -123,35 +120,100 @@ def weights_file(w):
     return [] if weights in WEIGHT_KEYWORDS else [weights]
 
 
-def features_path(split, dataset="{dataset}"):
-    """The zarr store of a split; with the default, an input function of the job's dataset."""
-    if dataset == "{dataset}":
-        return lambda w: features_path(split, w.dataset)
-    return f"results/{dataset}/features/{backbone_tag(GRID[dataset])}/{split}.zarr"
+# Paths: one helper per artifact. Given wildcard names ("{dataset}", "{method}", ...) a helper
+# returns the rule's pattern; given values, the file.
+RESULTS = "results"
+TABLES_DIR = f"{RESULTS}/tables"
+PLOTS_DIR = f"{RESULTS}/plots"
+TABLE_FORMATS = ("csv", "md")
+PLOT_FORMATS = ("png", "svg")
+
+
+def raw_path(source):
+    """A source's downloaded files (a folder)."""
+    return f"resources/{source}"
+
+
+def store_path(dataset, backbone, split, ext="zarr"):
+    """A split's feature store (ext zarr) or the table of its samples (ext samples.csv)."""
+    return f"{RESULTS}/{dataset}/features/{backbone}/{split}.{ext}"
+
+
+def features_path(split):
+    """The zarr store of a split as an input function: the job's dataset, its backbone's tag."""
+    return lambda w: store_path(w.dataset, backbone_tag(cfg(w)), split)
+
+
+def core_name(k, seed):
+    return f"K{k}_s{seed}"
+
+
+def cell_name(method, budget, seed):
+    """A run's name below its stage (and mode) folder."""
+    return f"{method}/B{budget}_s{seed}"
+
+
+# The patterns of a core set's and a run's wildcards, for the rules' logs
+CORE = core_name("{k}", "{seed}")
+CELL = cell_name("{method}", "{budget}", "{seed}")
 
 
 def cores_path(dataset, k, seed):
-    return f"results/{dataset}/cores/K{k}_s{seed}.json"
+    return f"{RESULTS}/{dataset}/cores/{core_name(k, seed)}.json"
 
 
 def selection_path(dataset, method, budget, seed):
     """ActiveFT at budget B is its K=B core set; every other method has its own file."""
     if method == "activeft":
         return cores_path(dataset, budget, seed)
-    return f"results/{dataset}/selection/{method}/B{budget}_s{seed}.json"
+    return f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.json"
 
 
 def run_path(stage, dataset, mode, method, budget, seed, ext):
     """Per-run artifact of a finetune mode (linear, knn, full): model or metrics."""
-    return f"results/{dataset}/{stage}/{mode}/{method}/B{budget}_s{seed}.{ext}"
+    return f"{RESULTS}/{dataset}/{stage}/{mode}/{cell_name(method, budget, seed)}.{ext}"
 
 
 def run_pattern(stage, ext):
     return run_path(stage, "{dataset}", "{mode}", "{method}", "{budget}", "{seed}", ext)
 
 
-def log_path(name):
-    return f"results/logs/{{dataset}}/{name}.log"
+def checkpoints_path(dataset):
+    """The folder of full finetuning's checkpoints (resumable runs)."""
+    return f"{RESULTS}/{dataset}/checkpoints"
+
+
+def log_path(name, dataset="{dataset}"):
+    """A job's log, in its dataset's log folder; dataset None: a job of no one dataset."""
+    folder = f"{RESULTS}/logs" if dataset is None else f"{RESULTS}/logs/{dataset}"
+    return f"{folder}/{name}.log"
+
+
+def run_log(stage):
+    """The log of a per-run job of a finetune mode (finetune, evaluate)."""
+    return log_path(f"{stage}/{{mode}}/{CELL}")
+
+
+def table_path(name, ext):
+    return f"{TABLES_DIR}/{name}.{ext}"
+
+
+def plot_path(name, ext):
+    return f"{PLOTS_DIR}/{name}.{ext}"
+
+
+def map_path(dataset, ext):
+    """The PCA pool map of a dataset."""
+    return plot_path(f"{dataset}_map", ext)
+
+
+def summary_files():
+    """The report's files over every dataset: Table 1 as csv and markdown, every run (csv)."""
+    return {
+        "summary_csv": table_path("summary", "csv"),
+        "summary_md": table_path("summary", "md"),
+        "runs": table_path("runs", "csv"),
+    }
 
 
 def cells(dataset):
@@ -176,24 +238,36 @@ def all_metrics():
     ]
 
 
+def tables(dataset):
+    """A dataset's Table 1 layout (csv, markdown)."""
+    return [table_path(dataset, ext) for ext in TABLE_FORMATS]
+
+
+def accuracy_plots(dataset):
+    return [plot_path(f"{dataset}_accuracy", ext) for ext in PLOT_FORMATS]
+
+
+def sweep_files(dataset):
+    """The sweep's table (csv, markdown) and heat-map of a dataset; none without a sweep."""
+    if not sweep_methods(GRID[dataset]):
+        return []
+    name = f"{dataset}_sweep"
+    return [table_path(name, ext) for ext in TABLE_FORMATS] + [
+        plot_path(name, ext) for ext in PLOT_FORMATS
+    ]
+
+
 def table_files(dataset):
-    names = [f"tables/{dataset}.csv", f"tables/{dataset}.md"]
-    names += [f"plots/{dataset}_accuracy.{ext}" for ext in ("png", "svg")]
-    if sweep_methods(GRID[dataset]):
-        names += [f"tables/{dataset}_sweep.csv", f"tables/{dataset}_sweep.md"]
-        names += [f"plots/{dataset}_sweep.{ext}" for ext in ("png", "svg")]
-    return [f"results/{name}" for name in names]
+    return tables(dataset) + accuracy_plots(dataset) + sweep_files(dataset)
 
 
 def map_files(dataset):
-    return [f"results/plots/{dataset}_map.{ext}" for ext in ("png", "svg")]
+    return [map_path(dataset, ext) for ext in PLOT_FORMATS]
 
 
 def get_targets():
     return [
-        "results/tables/summary.csv",
-        "results/tables/summary.md",
-        "results/tables/runs.csv",
+        *summary_files().values(),
         *(f for d in GRID for f in table_files(d) + map_files(d)),
     ]
 
@@ -268,22 +342,6 @@ def annotated(files, caption, category):
         for f in files(d):
             marked.append(report(f, caption=caption, category=category, subcategory=d))
     return marked
-
-
-def accuracy_plots(d):
-    return [f for f in table_files(d) if "_accuracy." in f]
-
-
-def sweep_files(d):
-    return [f for f in table_files(d) if "_sweep." in f]
-
-
-def tables(d):
-    return [
-        f
-        for f in table_files(d)
-        if f.startswith("results/tables/") and "_sweep" not in f
-    ]
 
 
 def map_cells(w):

@@ -3,9 +3,9 @@ rule download:
     (imagenet, imagefolder) have nothing to download: they are read where the config says.
     """
     output:
-        directory("resources/{source}"),
+        directory(raw_path("{source}")),
     log:
-        "results/logs/download/{source}.log",
+        log_path("download/{source}", dataset=None),
     conda:
         "../envs/bilaf.yaml"
     params:

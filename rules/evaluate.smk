@@ -6,7 +6,7 @@ rule evaluate:
     output:
         run_pattern("metrics", "json"),
     log:
-        log_path("evaluate/{mode}/{method}/B{budget}_s{seed}"),
+        run_log("evaluate"),
     conda:
         "../envs/bilaf.yaml"
     threads: 1

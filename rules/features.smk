@@ -4,8 +4,8 @@ rule extract:
         raw=raw_dir,
         weights=weights_file,
     output:
-        features=directory("results/{dataset}/features/{backbone}/{split}.zarr"),
-        samples="results/{dataset}/features/{backbone}/{split}.samples.csv",
+        features=directory(store_path("{dataset}", "{backbone}", "{split}")),
+        samples=store_path("{dataset}", "{backbone}", "{split}", "samples.csv"),
     log:
         log_path("extract/{backbone}_{split}"),
     conda:

@@ -6,7 +6,7 @@ rule finetune:
     output:
         run_pattern("finetune", "npz"),
     log:
-        log_path("finetune/{mode}/{method}/B{budget}_s{seed}"),
+        run_log("finetune"),
     wildcard_constraints:
         mode="linear|knn",
     conda:
@@ -37,7 +37,7 @@ rule finetune_full:
     output:
         run_pattern("finetune", "npz"),
     log:
-        log_path("finetune/{mode}/{method}/B{budget}_s{seed}"),
+        run_log("finetune"),
     wildcard_constraints:
         mode="full",
     conda:
@@ -61,7 +61,7 @@ rule finetune_full:
         eval_every=full_param("eval_every"),
         label_smoothing=full_param("label_smoothing"),
         drop_path=full_param("drop_path"),
-        checkpoint_dir=lambda w: f"results/{w.dataset}/checkpoints",
+        checkpoint_dir=lambda w: checkpoints_path(w.dataset),
     shell:
         "bilaf finetune-full --source {params.source} {params.raw} {params.folders} "
         "--features {input.features} "

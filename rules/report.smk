@@ -4,24 +4,27 @@ rule report:
     input:
         all_metrics(),
     output:
-        summary_csv="results/tables/summary.csv",
+        summary_csv=summary_files()["summary_csv"],
         summary_md=report(
-            "results/tables/summary.md",
+            summary_files()["summary_md"],
             caption="../report/table.rst",
             category="Tables",
         ),
-        runs="results/tables/runs.csv",
+        runs=summary_files()["runs"],
         tables=annotated(tables, "../report/table.rst", "Tables"),
         plots=annotated(accuracy_plots, "../report/accuracy_vs_budget.rst", "Accuracy"),
         sweeps=annotated(sweep_files, "../report/sweep.rst", "Sweep"),
     log:
-        "results/logs/report.log",
+        log_path("report", dataset=None),
     conda:
         "../envs/bilaf.yaml"
     params:
+        tables_dir=lambda w, output: os.path.dirname(output.summary_csv),
+        plots_dir=lambda w, output: os.path.dirname(output.plots[0]),
         methods=" ".join(map(shlex.quote, method_order())),
     shell:
-        "bilaf report --metrics {input} --tables-dir results/tables --plots-dir results/plots "
+        "bilaf report --metrics {input} --tables-dir {params.tables_dir} "
+        "--plots-dir {params.plots_dir} "
         "--method-order {params.methods} 2> {log}"
 
 
@@ -33,12 +36,12 @@ rule pool_map:
         cores=map_cores,
     output:
         png=report(
-            "results/plots/{dataset}_map.png",
+            map_path("{dataset}", "png"),
             caption="../report/pool_map.rst",
             category="Pool map",
             subcategory="{dataset}",
         ),
-        svg="results/plots/{dataset}_map.svg",
+        svg=map_path("{dataset}", "svg"),
     log:
         log_path("pool_map"),
     conda:

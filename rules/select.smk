@@ -5,7 +5,7 @@ rule core:
     output:
         cores_path("{dataset}", "{k}", "{seed}"),
     log:
-        log_path("core/K{k}_s{seed}"),
+        log_path(f"core/{CORE}"),
     conda:
         "../envs/bilaf.yaml"
     threads: 2
@@ -30,9 +30,9 @@ rule boundary:
         features=features_path("pool"),
         cores=lambda w: cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed),
     output:
-        "results/{dataset}/selection/{method}/B{budget}_s{seed}.json",
+        selection_path("{dataset}", "{method}", "{budget}", "{seed}"),
     log:
-        log_path("boundary/{method}/B{budget}_s{seed}"),
+        log_path(f"boundary/{CELL}"),
     wildcard_constraints:
         method="|".join(
             map(
@@ -64,9 +64,9 @@ rule baseline:
     input:
         features=features_path("pool"),
     output:
-        "results/{dataset}/selection/{method}/B{budget}_s{seed}.json",
+        selection_path("{dataset}", "{method}", "{budget}", "{seed}"),
     log:
-        log_path("baseline/{method}/B{budget}_s{seed}"),
+        log_path(f"baseline/{CELL}"),
     wildcard_constraints:
         method="|".join(
             m

@@ -1,0 +1,57 @@
+"""The rules take every path from rules/common.smk's helpers; the config is checked in one pass."""
+
+import re
+
+import pytest
+import yaml
+
+from bilaf.config import ConfigError, check_grid, load_schema
+from tests.workflow_helpers import ROOT, snakemake
+
+SCHEMA = load_schema(ROOT / "config" / "schema.yaml")
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (ROOT / "rules").glob("*.smk") if p.name != "common.smk"),
+    ids=lambda p: p.name,
+)
+def test_rule_files_write_no_path_of_their_own(path):
+    literals = re.findall(r'"[^"\n]*\b(?:results|resources)/[^"\n]*"', path.read_text())
+    assert not literals, f"{path.name}: build these with a helper of common.smk: {literals}"
+
+
+def test_defaults_fill_each_dataset_config_once(config):
+    del config["activeft"]["lr"]  # config.yaml sets no dataset.urls either
+    config["datasets"] = {"a": None, "b": {"bilaf": {"k": 5}}}
+    grid = check_grid(config, SCHEMA)
+    assert config["activeft"]["lr"] == 0.001 and config["sweep"] is None  # the top level
+    for name in ("a", "b"):
+        assert grid[name]["activeft"]["lr"] == 0.001 and grid[name]["dataset"]["urls"] is None
+    assert grid["b"]["bilaf"] == {**config["bilaf"], "k": 5}
+    grid["a"]["finetune"]["modes"].append("full")  # no default is shared between datasets
+    assert grid["b"]["finetune"]["modes"] == config["finetune"]["modes"] == ["linear", "knn"]
+
+
+def test_a_top_level_error_has_no_dataset_prefix(config):
+    config["datasets"] = {"a": {}, "b": {}}
+    config["budgest"] = [20]
+    with pytest.raises(ConfigError, match=r"^config key \(top level\): .*'budgest'"):
+        check_grid(config, SCHEMA)
+
+
+def test_a_patch_of_the_wrong_type_is_named(config):
+    config["datasets"] = {"b": {"dataset": "cifar10"}}
+    with pytest.raises(ConfigError, match=r"^datasets\.b: config key dataset: 'cifar10' is not"):
+        check_grid(config, SCHEMA)
+
+
+def test_a_dry_run_names_the_bad_key(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "budgets=[20,-5]")
+    assert result.returncode != 0
+    assert "config key budgets[1]: -5 is less than or equal to" in result.stdout + result.stderr
