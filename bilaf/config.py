@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import itertools
 import math
 from pathlib import Path
@@ -18,20 +19,19 @@ from typing import Any
 
 from bilaf.data import DATASETS, DataError, get_source, image_classes
 from bilaf.errors import BilafError
+from bilaf.selection.base import METHOD_MODULES, get_method
 
-# Pipeline method name -> (selection method, fixed options). The two BiLAF entries run the same
-# implementation in its two modes so the report shows them side by side.
-PIPELINE_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "random": ("random", {}),
-    "activeft": ("activeft", {}),
-    "bilaf": ("bilaf", {"mode": "paper"}),
-    "bilaf_reference": ("bilaf", {"mode": "reference"}),
-    "fds": ("fds", {}),
-    "kmeans": ("kmeans", {}),
-    "typiclust": ("typiclust", {}),
-    "probcover": ("probcover", {}),
+# Pipeline methods: every selection method under its own name, plus variants that fix options
+# (the official code's BiLAF beside the paper's, so the report shows the two side by side).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bilaf_reference": ("bilaf", {"mode": "reference"})
 }
-BOUNDARY_METHODS = ("bilaf", "bilaf_reference")
+PIPELINE_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    **{name: (name, {}) for name in METHOD_MODULES},
+    **VARIANTS,
+}
+# The BiLAF methods: the boundary rule runs them from ActiveFT's cores.
+BOUNDARY_METHODS = tuple(m for m, (base, _) in PIPELINE_METHODS.items() if base == "bilaf")
 # Classes of the sources with a fixed class list; an imagefolder's are its train subfolders.
 NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
@@ -69,6 +69,15 @@ def dataset_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             merged["dataset"]["name"] = name
         configs[name] = merged
     return configs
+
+
+def method_option(method: str, key: str) -> Any:
+    """Option ``key`` of a pipeline method: the variant's fixed value, else the selection
+    function's default (declared once, in its signature)."""
+    base, fixed = PIPELINE_METHODS[method]
+    if key in fixed:
+        return fixed[key]
+    return inspect.signature(get_method(base)).parameters[key].default
 
 
 def sweep_point_name(method: str, values: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from bilaf.config import (
     coerce_config,
     load_schema,
     method_cores,
+    method_option,
     num_classes,
     parse_method,
     sweep_budgets,

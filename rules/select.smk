@@ -46,7 +46,7 @@ rule boundary:
     resources:
         mem_mb=8000,
     params:
-        mode=lambda w: PIPELINE_METHODS[parse_method(w.method)[0]][1]["mode"],
+        mode=lambda w: method_option(parse_method(w.method)[0], "mode"),
         k=bilaf_option("k"),
         p_in=bilaf_option("p_in"),
         p_rm=bilaf_option("p_rm"),

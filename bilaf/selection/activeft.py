@@ -195,7 +195,7 @@ def _readout(
     return picks
 
 
-@register("activeft")
+@register()
 def activeft(
     features: Any,
     budget: int,

@@ -1,9 +1,9 @@
 """One interface for every selection method: features, budget, seed -> int64 pool indices.
 
 A method is a plain function ``fn(features, budget, seed, **options) -> np.ndarray`` registered
-under a name with :func:`register`. :func:`select` is the only entry point callers use: it checks
-the input once (shape, finiteness, budget) and the output once (length, range, uniqueness), so
-every method is held to the same contract.
+with :func:`register` under its module's name in ``METHOD_MODULES``. :func:`select` is the only
+entry point callers use: it checks the input once (shape, finiteness, budget) and the output once
+(length, range, uniqueness), so every method is held to the same contract.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from bilaf.store import open_store
 FeatureSource = Any  # np.ndarray, zarr.Array, or a path to a .npy file / zarr store
 Method = Callable[..., np.ndarray]
 
-# Method name -> the module that registers it, imported on first use: a light method (random,
-# BiLAF given its cores) then starts without paying for torch.
+# The one declaration of the methods' names: name -> the module that registers it, imported on
+# first use (a light method, e.g. random or BiLAF given its cores, then starts without torch).
+# The config's method list, the schema's enum, the CLI and the contract tests derive from it.
 METHOD_MODULES = {
     "activeft": "bilaf.selection.activeft",
     "bilaf": "bilaf.selection.bilaf",
@@ -45,20 +46,21 @@ class SelectionError(BilafError):
 
 
 def register(
-    name: str, *, allows_duplicates: Callable[[dict[str, Any]], bool] | None = None
+    *, allows_duplicates: Callable[[dict[str, Any]], bool] | None = None
 ) -> Callable[[Method], Method]:
-    """Register ``fn`` as selection method ``name``.
+    """Register ``fn`` as the selection method of its module (its name is in ``METHOD_MODULES``).
 
     ``allows_duplicates(options)`` says when the method may return a sample twice (e.g. BiLAF's
     reference mode, which reproduces the official code's duplicate picks).
     """
 
     def wrap(fn: Method) -> Method:
-        if name in REGISTRY:
-            raise RuntimeError(f"selection method {name!r} registered twice")
-        REGISTRY[name] = fn
+        names = [name for name, module in METHOD_MODULES.items() if module == fn.__module__]
+        if len(names) != 1 or names[0] in REGISTRY:
+            raise RuntimeError(f"{fn.__module__} is not the module of one unregistered method")
+        REGISTRY[names[0]] = fn
         if allows_duplicates is not None:
-            ALLOWS_DUPLICATES[name] = allows_duplicates
+            ALLOWS_DUPLICATES[names[0]] = allows_duplicates
         return fn
 
     return wrap

@@ -17,7 +17,7 @@ from bilaf.selection.base import register
 from bilaf.selection.neighbors import load_centred, sq_norms
 
 
-@register("fds")
+@register()
 def fds(features: Any, budget: int, seed: int, *, device: str | None = None) -> np.ndarray:
     """K-center greedy: ``budget`` indices in pick order (ties: lowest index).
 

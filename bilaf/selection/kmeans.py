@@ -131,7 +131,7 @@ def nearest_distinct(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor)
     return picks
 
 
-@register("kmeans")
+@register()
 def kmeans(
     features: Any,
     budget: int,

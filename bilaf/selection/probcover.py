@@ -142,7 +142,7 @@ def check_options(
         raise SelectionError(f"probcover delta_grid must list positive numbers, got {grid!r}")
 
 
-@register("probcover")
+@register()
 def probcover(
     features: Any,
     budget: int,

@@ -9,7 +9,7 @@ import numpy as np
 from bilaf.selection.base import register
 
 
-@register("random")
+@register()
 def random_sampling(features: Any, budget: int, seed: int) -> np.ndarray:
     """``budget`` distinct indices drawn uniformly with ``np.random.default_rng(seed)``, sorted."""
     rng = np.random.default_rng(seed)

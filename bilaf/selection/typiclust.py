@@ -35,7 +35,7 @@ def typicality_order(x: torch.Tensor, k: int) -> np.ndarray:
     return np.argsort(spread, kind="stable")
 
 
-@register("typiclust")
+@register()
 def typiclust(
     features: Any,
     budget: int,

@@ -27,6 +27,14 @@ def one_torch_thread():
 class TestActiveFT(SelectionContract):
     method = "activeft"
     options: ClassVar[dict[str, Any]] = {"iters": 30, "device": "cpu"}
+    option_tests: ClassVar[dict[str, tuple[str, ...]]] = {
+        "iters": ("test_matches_official_cores", "test_centroids_move_and_seeds_differ"),
+        "lr": ("test_matches_official_cores", "test_centroids_move_and_seeds_differ"),
+        "temperature": ("test_matches_official_cores", "test_fast_gradient_equals_full_autograd"),
+        "balance": ("test_matches_official_cores", "test_fast_gradient_equals_full_autograd"),
+        "init_ids": ("test_matches_official_cores", "test_bad_init_ids_rejected"),
+        "batch_size": ("test_batch_mode_matches_brute_force_readout_and_sources",),
+    }
 
 
 # Overlap with the official cores, started from the fixture's init_ids with its hyperparameters.

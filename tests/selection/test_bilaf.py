@@ -66,9 +66,43 @@ def run_limited(feats: np.ndarray, case: dict, mode: str, **limits: int) -> np.n
     )
 
 
+BILAF_OPTION_TESTS = {
+    "cores": ("test_paper_mode_on_fixtures", "test_reference_mode_matches_the_official_code"),
+    "n_cores": ("test_n_cores_takes_the_seeds_activeft_cores",),
+    "mode": ("test_paper_mode_on_fixtures", "test_reference_mode_matches_the_official_code"),
+    "normalize": ("test_normalize_equals_running_on_normalised_features",),
+    # k, p_in, p_rm, delta: the transcriptions (test_bilaf_plain) vary them; the fixtures too
+    **{
+        key: ("test_paper_mode_on_fixtures", "test_bad_options_rejected")
+        for key in ("k", "p_in", "p_rm", "delta")
+    },
+}
+
+
 class TestBilafPaper(SelectionContract):
     method = "bilaf"
     options: ClassVar[dict[str, Any]] = {"n_cores": 8, "mode": "paper"}
+    option_tests = BILAF_OPTION_TESTS
+
+
+class TestBilafReference(SelectionContract):
+    """The official code's mode: every contract check applies but distinct picks (it may repeat
+    one, as the official code does)."""
+
+    method = "bilaf"
+    options: ClassVar[dict[str, Any]] = {"n_cores": 8, "mode": "reference"}
+    unique = False
+    option_tests = BILAF_OPTION_TESTS
+
+
+def test_n_cores_takes_the_seeds_activeft_cores():
+    feats = blobs()
+    cores = select("activeft", feats, 8, 3)
+    picked = select("bilaf", feats, 40, 3, n_cores=8)
+    np.testing.assert_array_equal(picked, select("bilaf", feats, 40, 3, cores=cores))
+    assert set(cores) <= set(picked)
+    with pytest.raises(SelectionError, match="n_cores 5 disagrees with the 8 cores"):
+        select("bilaf", feats, 40, 3, n_cores=5, cores=cores)
 
 
 @pytest.mark.parametrize("path", CASES, ids=CASE_IDS)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bilaf.selection import SelectionError, select
-from bilaf.selection.kmeans import fit_kmeans, lloyd_step
+from bilaf.selection.kmeans import fit_kmeans, lloyd_step, nearest_distinct
 from bilaf.selection.neighbors import load_centred, sq_norms
 from tests.selection.contract import SelectionContract, blobs
 
@@ -13,6 +13,10 @@ from tests.selection.contract import SelectionContract, blobs
 class TestKMeans(SelectionContract):
     method = "kmeans"
     options: ClassVar[dict[str, Any]] = {"device": "cpu", "iters": 20}
+    option_tests: ClassVar[dict[str, tuple[str, ...]]] = {
+        "iters": ("test_iters_and_tol_bound_the_lloyd_steps", "test_bad_options_rejected"),
+        "tol": ("test_iters_and_tol_bound_the_lloyd_steps", "test_bad_options_rejected"),
+    }
 
 
 def separated_blobs(centres: int = 6, per: int = 30, d: int = 5, seed: int = 0):
@@ -87,3 +91,16 @@ def test_features_load_centred_on_the_device_asked():
     torch.testing.assert_close(x, torch.from_numpy(feats - feats.mean(0)), atol=1e-4, rtol=0)
     with pytest.raises(SelectionError, match="not a torch device"):
         load_centred(feats, "warp-drive")
+
+
+def test_iters_and_tol_bound_the_lloyd_steps():
+    feats = blobs(n=300)
+    x = load_centred(feats, "cpu")
+    for iters in (0, 3):  # the nearest untaken sample to the centres after `iters` Lloyd steps
+        centres, _ = fit_kmeans(x, 12, np.random.default_rng(4), iters, 1e-4)
+        expected = nearest_distinct(x, sq_norms(x), centres)
+        np.testing.assert_array_equal(select("kmeans", feats, 12, 4, iters=iters), expected)
+    # a tolerance above any centre shift stops after the first step
+    np.testing.assert_array_equal(
+        select("kmeans", feats, 12, 4, tol=1e9), select("kmeans", feats, 12, 4, iters=1)
+    )

@@ -18,6 +18,14 @@ from tests.selection.contract import SelectionContract, blobs
 class TestProbCover(SelectionContract):
     method = "probcover"
     options: ClassVar[dict[str, Any]] = {"device": "cpu", "iters": 20}
+    option_tests: ClassVar[dict[str, tuple[str, ...]]] = {
+        "delta": ("test_selection_starts_with_greedy_cover_then_fills_randomly",),
+        "max_edges": ("test_bad_options_rejected",),  # its case: too many edges for that delta
+        **{
+            key: ("test_auto_delta_options_reach_the_choice", "test_bad_options_rejected")
+            for key in ("alpha", "clusters", "delta_grid", "iters", "tol")
+        },
+    }
 
 
 def unit(feats: np.ndarray) -> np.ndarray:
@@ -114,3 +122,19 @@ def test_auto_delta_on_separated_blobs_uses_the_blob_labels():
 def test_bad_options_rejected(options, match):
     with pytest.raises(SelectionError, match=match):
         select("probcover", blobs(), 10, 0, device="cpu", **options)
+
+
+def test_auto_delta_options_reach_the_choice():
+    feats = blobs(n=300, d=8, seed=2)
+    x = torch.from_numpy(unit(feats))
+    chosen = set()
+    for clusters, alpha, grid, iters, tol in [
+        (8, 0.95, tuple(round(0.05 * i, 2) for i in range(1, 30)), 20, 1e-4),
+        (3, 0.6, (0.3, 0.6, 0.9, 1.2), 1, 1e9),
+    ]:
+        delta = auto_delta(x, clusters, alpha, grid, np.random.default_rng(0), iters, tol)
+        options = {"clusters": clusters, "alpha": alpha, "delta_grid": grid}
+        picked = select("probcover", feats, 10, 0, device="cpu", iters=iters, tol=tol, **options)
+        np.testing.assert_array_equal(picked, select("probcover", feats, 10, 0, delta=delta))
+        chosen.add(delta)
+    assert len(chosen) == 2

@@ -10,6 +10,12 @@ from tests.selection.contract import SelectionContract, blobs
 class TestTypiClust(SelectionContract):
     method = "typiclust"
     options: ClassVar[dict[str, Any]] = {"device": "cpu", "iters": 20}
+    option_tests: ClassVar[dict[str, tuple[str, ...]]] = {
+        "k_neighbors": ("test_k_neighbors_sets_the_typicality_neighbourhood",),
+        "min_cluster_size": ("test_cluster_smaller_than_five_ignored_unless_needed",),
+        "iters": ("test_iters_and_tol_reach_the_clustering", "test_bad_options_rejected"),
+        "tol": ("test_iters_and_tol_reach_the_clustering", "test_bad_options_rejected"),
+    }
 
 
 def constructed(sizes: list[int], d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,3 +83,20 @@ def test_cluster_smaller_than_five_ignored_unless_needed():
 def test_bad_options_rejected(options, match):
     with pytest.raises(SelectionError, match=match):
         select("typiclust", blobs(), 10, 0, device="cpu", **options)
+
+
+def test_k_neighbors_sets_the_typicality_neighbourhood():
+    feats, _ = constructed([40])  # one blob: the pick is its most typical member
+    for k in (3, 30):
+        picked = select("typiclust", feats, 1, 0, device="cpu", k_neighbors=k)
+        assert picked.tolist() == [most_typical(feats, k)]
+
+
+def test_iters_and_tol_reach_the_clustering():
+    feats = np.random.default_rng(2).normal(size=(300, 4)).astype(np.float32)  # no clear clusters
+    one_step = select("typiclust", feats, 10, 0, device="cpu", iters=1)
+    assert not np.array_equal(one_step, select("typiclust", feats, 10, 0, device="cpu"))
+    # a tolerance above any centre shift stops after the first step
+    np.testing.assert_array_equal(
+        select("typiclust", feats, 10, 0, device="cpu", tol=1e9), one_step
+    )

@@ -143,7 +143,7 @@ def _resolve_cores(
     return ids
 
 
-@register("bilaf", allows_duplicates=lambda o: o.get("mode") == "reference")
+@register(allows_duplicates=lambda o: o.get("mode") == "reference")
 def bilaf(
     features: Any,
     budget: int,
