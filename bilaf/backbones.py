@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bilaf.errors import BilafError
+from bilaf.errors import BilafError, check_option
 
 HUB = "hub"
 RANDOM = "random"
@@ -59,8 +59,7 @@ class Preprocess:
             raise BackboneError(
                 f"interpolation {self.interpolation!r}: use one of {list(INTERPOLATIONS)}"
             )
-        if not 0 < self.crop_pct <= 1:
-            raise BackboneError(f"crop_pct {self.crop_pct} must be in (0, 1]")
+        check_option(self.crop_pct, "crop_pct", low=0, high=1, open_low=True, error=BackboneError)
 
     @property
     def resize_to(self) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bilaf.devices import set_threads
-from bilaf.errors import BilafError
+from bilaf.errors import BilafError, check_option
 from bilaf.io import atomic_path, read_json
 from bilaf.selection.base import check_ids
 
@@ -117,8 +117,7 @@ def fit_linear(
     """Fit a standardised multinomial logistic regression; return its arrays (float32)."""
     import torch
 
-    if c <= 0:
-        raise FinetuneError(f"finetune.c must be > 0, got {c}")
+    check_option(c, "finetune.c", low=0, open_low=True, error=FinetuneError)
     x64 = torch.from_numpy(np.asarray(x, dtype=np.float64))
     mean = x64.mean(0)
     scale = x64.std(0, unbiased=False)

@@ -35,7 +35,7 @@ import numpy as np
 from bilaf.backbones import Preprocess
 from bilaf.data import get_source
 from bilaf.devices import device_name, resolve_device
-from bilaf.errors import BilafError
+from bilaf.errors import BilafError, check_option
 from bilaf.finetune import labeled_facts, read_selection
 from bilaf.io import atomic_path
 from bilaf.store import open_store
@@ -182,8 +182,8 @@ def train_full(
 
     if train_images.shape[0] == 0:
         raise FullFinetuneError("the selection is empty: nothing to train on")
-    if recipe.epochs < 1 or recipe.total_batch < 1 or recipe.eval_every < 1:
-        raise FullFinetuneError(f"epochs, total_batch and eval_every must be >= 1: {recipe}")
+    for name in ("epochs", "total_batch", "eval_every"):
+        check_option(getattr(recipe, name), name, int, low=1, error=FullFinetuneError)
     rank, world = _distributed_rank_world()
     if recipe.total_batch % world:
         raise FullFinetuneError(

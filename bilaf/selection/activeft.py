@@ -25,6 +25,7 @@ from bilaf.selection.base import (
     ROW_CHUNK,
     SelectionError,
     check_ids,
+    check_option,
     iter_row_chunks,
     load_features,
     register,
@@ -43,19 +44,11 @@ def _check_options(
     iters: int, lr: float, temperature: float, balance: float, batch_size: int | None
 ) -> None:
     """Raise SelectionError for a hyperparameter outside its valid range."""
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise SelectionError(f"iters must be an integer >= 1, got {iters!r}")
-    for name, value in (("lr", lr), ("temperature", temperature)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise SelectionError(f"{name} must be a finite number > 0, got {value!r}")
-    if not (isinstance(balance, (int, float)) and math.isfinite(balance) and balance >= 0):
-        raise SelectionError(f"balance must be a finite number >= 0, got {balance!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise SelectionError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+    check_option(iters, "iters", int, low=1)
+    check_option(lr, "lr", low=0, open_low=True)
+    check_option(temperature, "temperature", low=0, open_low=True)
+    check_option(balance, "balance", low=0)
+    check_option(batch_size, "batch_size", int, low=1, optional=True)
 
 
 def _normalise(block: np.ndarray, device: torch.device) -> torch.Tensor:

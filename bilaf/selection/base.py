@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bilaf import errors
 from bilaf.errors import BilafError
 from bilaf.store import open_store
 
@@ -96,6 +97,11 @@ def iter_row_chunks(features: Any, chunk: int = ROW_CHUNK):
     """Yield ``(start, block)`` float32 row blocks, so no caller holds more than one chunk."""
     for start in range(0, features.shape[0], chunk):
         yield start, np.asarray(features[start : start + chunk], dtype=np.float32)
+
+
+def check_option(value: Any, name: str, kind: type = float, **bounds: Any) -> None:
+    """:func:`bilaf.errors.check_option` for a method's option: SelectionError naming it."""
+    errors.check_option(value, name, kind, error=SelectionError, **bounds)
 
 
 def check_features(features: Any) -> None:

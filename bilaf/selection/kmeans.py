@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bilaf.selection.base import SelectionError, register
+from bilaf.selection.base import check_option, register
 from bilaf.selection.neighbors import (
     load_centred,
     nearest_centre,
@@ -27,10 +27,8 @@ READOUT_CANDIDATES = 8
 
 def check_kmeans_options(iters: int, tol: float) -> None:
     """Raise SelectionError unless ``iters`` >= 0 is an integer and ``tol`` >= 0 is finite."""
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
-        raise SelectionError(f"k-means iters must be an integer >= 0, got {iters!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):
-        raise SelectionError(f"k-means tol must be a finite number >= 0, got {tol!r}")
+    check_option(iters, "k-means iters", int, low=0)
+    check_option(tol, "k-means tol", low=0)
 
 
 def kmeans_plus_plus(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bilaf.selection.base import SelectionError, register
+from bilaf.selection.base import SelectionError, check_option, register
 from bilaf.selection.kmeans import check_kmeans_options, fit_kmeans
 from bilaf.selection.neighbors import load_tensor, resolve_device, row_chunks
 
@@ -128,16 +128,9 @@ def check_options(
     delta: float | None, alpha: float, clusters: int, grid: tuple[float, ...], n: int
 ) -> None:
     """Raise SelectionError naming the first bad ProbCover option."""
-    if delta is not None and (
-        isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < math.inf
-    ):
-        raise SelectionError(f"probcover delta must be a positive number or None, got {delta!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-        raise SelectionError(f"probcover alpha (purity threshold) must be in (0, 1], got {alpha!r}")
-    if isinstance(clusters, bool) or not isinstance(clusters, (int, np.integer)):
-        raise SelectionError(f"probcover clusters must be an integer, got {clusters!r}")
-    if not 1 <= clusters <= n:
-        raise SelectionError(f"probcover clusters={clusters} must be in [1, {n}] (the pool size)")
+    check_option(delta, "probcover delta", low=0, open_low=True, optional=True)
+    check_option(alpha, "probcover alpha (purity threshold)", low=0, high=1, open_low=True)
+    check_option(clusters, "probcover clusters", int, low=1, high=n)  # n: the pool size
     if not grid or not all(isinstance(d, (int, float)) and 0 < d < math.inf for d in grid):
         raise SelectionError(f"probcover delta_grid must list positive numbers, got {grid!r}")
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bilaf.selection.base import SelectionError, register
+from bilaf.selection.base import check_option, register
 from bilaf.selection.kmeans import check_kmeans_options, fit_kmeans
 from bilaf.selection.neighbors import knn_mean_distance, load_centred
 
@@ -48,12 +48,8 @@ def typiclust(
     device: str | None = None,
 ) -> np.ndarray:
     """TypiClust on ``budget`` k-means clusters; picks in order (largest cluster first)."""
-    for name, value, low in (
-        ("k_neighbors", k_neighbors, 1),
-        ("min_cluster_size", min_cluster_size, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise SelectionError(f"typiclust {name} must be an integer >= {low}, got {value!r}")
+    check_option(k_neighbors, "typiclust k_neighbors", int, low=1)
+    check_option(min_cluster_size, "typiclust min_cluster_size", int, low=1)
     check_kmeans_options(iters, tol)
     x = load_centred(features, device)
     _, labels = fit_kmeans(x, budget, np.random.default_rng(seed), iters, tol)

@@ -107,10 +107,10 @@ def test_auto_delta_on_separated_blobs_uses_the_blob_labels():
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"delta": 0.0}, "delta must be a positive"),
-        ({"delta": -1.0}, "delta must be a positive"),
+        ({"delta": 0.0}, "delta must be a finite number > 0 or None"),
+        ({"delta": -1.0}, "delta must be a finite number > 0 or None"),
         ({"alpha": 1.5}, "alpha"),
-        ({"clusters": 0}, "clusters=0 must be in"),
+        ({"clusters": 0}, r"clusters must be an integer in \[1, 400\], got 0"),
         ({"clusters": 2.5}, "clusters must be an integer"),
         ({"delta_grid": []}, "delta_grid"),
         ({"delta_grid": [0.1, -0.2]}, "delta_grid"),

@@ -48,13 +48,12 @@ position) order, and ``step``, ``r`` and the kept count use ``int(m * p_in)``, `
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from bilaf.selection.base import SelectionError, check_ids, register, select
+from bilaf.selection.base import SelectionError, check_ids, check_option, register, select
 from bilaf.selection.bilaf.denoise import DENSE_MERGE, denoise_class, denoised_size
 from bilaf.selection.bilaf.distances import (
     BLOCK_ELEMENTS,
@@ -96,21 +95,10 @@ def _check_options(mode: str, k: int, p_in: float, p_rm: float, delta: float) ->
     """Raise SelectionError for an option outside its valid range."""
     if mode not in MODES:
         raise SelectionError(f"unknown bilaf mode {mode!r}; use one of {list(MODES)}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise SelectionError(f"k (density neighbours) must be an integer >= 1, got {k!r}")
-    checks = (
-        ("p_in", p_in, lambda v: 0 < v <= 1, "in (0, 1]"),
-        ("p_rm", p_rm, lambda v: 0 <= v < 1, "in [0, 1)"),
-        ("delta", delta, lambda v: v >= 1, ">= 1"),
-    )
-    for name, value, ok, wanted in checks:
-        if not (
-            isinstance(value, (int, float, np.number))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and ok(value)
-        ):
-            raise SelectionError(f"{name} must be a finite number {wanted}, got {value!r}")
+    check_option(k, "k (density neighbours)", int, low=1)
+    check_option(p_in, "p_in", low=0, high=1, open_low=True)
+    check_option(p_rm, "p_rm", low=0, high=1, open_high=True)
+    check_option(delta, "delta", low=1)
 
 
 def _resolve_cores(
@@ -129,8 +117,7 @@ def _resolve_cores(
             "bilaf needs core samples: pass cores=[...] or n_cores=K to pick them with ActiveFT"
         )
     else:
-        if isinstance(n_cores, bool) or not isinstance(n_cores, (int, np.integer)) or n_cores < 1:
-            raise SelectionError(f"n_cores must be an integer >= 1, got {n_cores!r}")
+        check_option(n_cores, "n_cores", int, low=1)
         if budget < n_cores:
             raise SelectionError(
                 f"budget {budget} < {n_cores} cores: raise the budget or lower the core count"
