@@ -100,10 +100,10 @@ def main() -> None:
                 model,
                 prep,
                 {"bench": True},
-                args.batch_size,
-                args.chunk_rows,
-                args.workers,
-                device,
+                batch_size=args.batch_size,
+                chunk_rows=args.chunk_rows,
+                workers=args.workers,
+                device=device,
             )
             if on_cuda:
                 torch.cuda.synchronize()

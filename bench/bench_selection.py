@@ -105,7 +105,7 @@ def _activeft_case(features, n: int, seed: int, args: list[str]) -> list:
     k = int(args[0])
     options = {"batch_size": int(args[1]), "iters": int(args[2])} if len(args) > 1 else {}
     totals: dict = {}
-    for name in ("_load", "_step", "_readout"):
+    for name in ("_load", "_step", "readout"):
         _timed(aft, name, totals)
     start = time.perf_counter()
     select("activeft", features, k, seed, **options)
@@ -116,7 +116,7 @@ def _activeft_case(features, n: int, seed: int, args: list[str]) -> list:
     step_s, steps = totals["_step"]
     rows.append(("  of which: reading the pool once", totals["_load"][0]))
     rows.append((f"  of which: {steps} Adam steps", step_s))
-    rows.append(("  of which: readout", totals["_readout"][0]))
+    rows.append(("  of which: readout", totals["readout"][0]))
 
     # One step and the bare products on the same rows, in this process, after the run.
     dev = aft._device(None)

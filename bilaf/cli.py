@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bilaf.audit import has_manifest, write_with_manifest
-from bilaf.data import is_samples_file
+from bilaf.data import DOWNLOAD_TIMEOUT, is_samples_file
 from bilaf.devices import device_used, set_threads
 from bilaf.errors import BilafError, InputError
 from bilaf.finetune import PROBE_MODES, is_model_file
@@ -120,33 +120,31 @@ def check_paths(args: argparse.Namespace) -> None:
 
 def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     """The `select` subcommand; the parser of each method named in ``argv`` (all for --help)."""
-    select = sub.add_parser("select", help="select a budget of pool samples with one method")
-    select.set_defaults(
+    parser = sub.add_parser("select", help="select a budget of pool samples with one method")
+    parser.set_defaults(
         func=cmd_select,
         inputs=["features", "cores", "init_ids"],
         outputs={"out": has_manifest},
     )
     if "select" not in argv:
         return
-    from bilaf.selection import METHOD_MODULES, get_method
+    from bilaf.selection import METHOD_MODULES, get_method, select
 
     after = argv[argv.index("select") + 1 : argv.index("select") + 2]
     named = [name for name in after if name in METHOD_MODULES]
-    methods = select.add_subparsers(dest="method", required=True, metavar="METHOD")
+    methods = parser.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in named or sorted(METHOD_MODULES):  # importing a method's module may load torch
         doc = (get_method(name).__doc__ or "").strip().splitlines()
         p = methods.add_parser(name, help=doc[0] if doc else name)
         p.add_argument("--features", required=True, help=".npy file or zarr store (n, d)")
         p.add_argument("--budget", type=int, required=True, help="number of samples to pick")
-        p.add_argument("--seed", type=count(0), default=0)
+        p.add_argument("--seed", type=count(0), default=signature_default(select, "seed"))
         p.add_argument("--out", type=Path, required=True, help="JSON list of indices to write")
         p.add_argument("--device", default=None, help="torch device; default cuda if available")
         p.add_argument("--threads", type=count(1), default=None, help="torch CPU threads")
         for flag, kind, text in SELECT_OPTIONS.get(name, []):
-            if kind is bool:
-                p.add_argument(flag, action="store_true", default=None, help=text)
-            else:
-                p.add_argument(flag, type=kind, default=None, help=text)
+            kind_args = {"action": "store_true"} if kind is bool else {"type": kind}
+            add_defaulted(p, flag, get_method(name), text, **kind_args)
         p.add_argument(
             "--option",
             action="append",
@@ -167,7 +165,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     from bilaf.selection import get_method, select
 
     named = [_dest(flag) for flag, _, _ in SELECT_OPTIONS.get(args.method, [])]
-    options = {key: getattr(args, key) for key in named if getattr(args, key) is not None}
+    options = {key: getattr(args, key) for key in named if hasattr(args, key)}
     for key in JSON_LIST_OPTIONS & options.keys():
         options[key] = read_json(options[key])
     for item in args.option:
@@ -227,7 +225,8 @@ def cmd_finetune_full(args: argparse.Namespace) -> None:
     from bilaf.finetune_full import Recipe, finetune_full
 
     set_threads(args.threads)
-    recipe = Recipe(**{_dest(flag): getattr(args, _dest(flag)) for flag, _, _ in RECIPE_OPTIONS})
+    given = [_dest(flag) for flag, _, _ in RECIPE_OPTIONS if hasattr(args, _dest(flag))]
+    recipe = Recipe(**{name: getattr(args, name) for name in given})
     save_model(args.out, *_call(finetune_full, args, recipe=recipe, folders=_folders(args)))
 
 
@@ -303,8 +302,24 @@ def _dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
+def signature_default(fn: Any, name: str) -> Any:
+    """The default of parameter ``name`` of ``fn``: where each default is declared."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def add_defaulted(p: argparse.ArgumentParser, flag: str, fn: Any, text: str, **kw: Any) -> None:
+    """``flag`` for the parameter of ``fn`` it names: unset, it is left out of the call, so the
+    default is the one in ``fn``'s signature (shown in the help, never repeated here)."""
+    default = signature_default(fn, _dest(flag))
+    shown = "" if default in (None, inspect.Parameter.empty) else f" (default: {default})"
+    p.add_argument(flag, default=argparse.SUPPRESS, help=text + shown, **kw)
+
+
 def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     """The CLI; of `select`, only the parsers of the methods ``argv`` names (all when none)."""
+    from bilaf.audit import audit
+    from bilaf.features import extract
+    from bilaf.finetune import finetune
     from bilaf.finetune_full import Recipe
 
     parser = Parser(prog="bilaf", description=__doc__)
@@ -316,7 +331,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--url", action="append", default=[], help="base URL; default the official")
     p.add_argument("--no-url", action="store_true", help="skip URLs: the local copy only")
     p.add_argument("--local-dir", default=None, help="folder with a copy of the official files")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT, help="seconds per URL")
     p.set_defaults(func=cmd_download, outputs={"out": None})
 
     p = sub.add_parser("extract", help="backbone features of one split into a zarr store")
@@ -324,19 +339,17 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset name recorded in the attrs")
     p.add_argument("--split", choices=["train", "test"], required=True)
     p.add_argument("--subset-size", type=count(1), default=None, help="seeded subset; default all")
-    p.add_argument("--subset-seed", type=count(0), default=0)
+    add_defaulted(p, "--subset-seed", extract, "seed of the subset", type=count(0))
     p.add_argument("--backbone", required=True, help="timm model name")
-    p.add_argument(
-        "--weights", default="hub", help="hub, random, efficientnet_lite0_package or a path"
-    )
+    add_defaulted(p, "--weights", extract, "hub, random, efficientnet_lite0_package or a path")
     p.add_argument("--image-size", type=count(1), default=None, help="default: the model's")
     p.add_argument("--interpolation", default=None, help="default: the model's")
     p.add_argument("--mean", type=float, nargs=3, default=None, help="default: the model's")
     p.add_argument("--std", type=float, nargs=3, default=None, help="default: the model's")
-    p.add_argument("--crop-pct", type=float, default=1.0, help="centre crop (1 = whole image)")
-    p.add_argument("--batch-size", type=count(1), default=128)
-    p.add_argument("--chunk-rows", type=count(1), default=2048)
-    p.add_argument("--workers", type=count(0), default=0, help="DataLoader worker processes")
+    add_defaulted(p, "--crop-pct", extract, "centre crop (1 = whole image)", type=float)
+    add_defaulted(p, "--batch-size", extract, "images per forward pass", type=count(1))
+    add_defaulted(p, "--chunk-rows", extract, "rows per zarr chunk", type=count(1))
+    add_defaulted(p, "--workers", extract, "DataLoader worker processes", type=count(0))
     p.add_argument("--device", default=None, help="torch device; default cuda if available")
     p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True, help="the zarr store to write")
@@ -352,12 +365,12 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="train a probe on the selected samples' features")
     p.add_argument("--features", type=Path, required=True, help="pool feature store")
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
-    p.add_argument("--mode", choices=PROBE_MODES, default="linear")
+    add_defaulted(p, "--mode", finetune, "the probe", choices=PROBE_MODES)
     p.add_argument("--n-classes", type=count(2), required=True)
-    p.add_argument("--c", type=float, default=1.0, help="linear: inverse L2 strength (sklearn C)")
-    p.add_argument("--max-iter", type=count(1), default=100, help="linear: L-BFGS iterations")
-    p.add_argument("--knn-k", type=count(1), default=20, help="knn: neighbours")
-    p.add_argument("--knn-temperature", type=float, default=0.07, help="knn: vote temperature")
+    add_defaulted(p, "--c", finetune, "linear: inverse L2 strength (sklearn C)", type=float)
+    add_defaulted(p, "--max-iter", finetune, "linear: L-BFGS iterations", type=count(1))
+    add_defaulted(p, "--knn-k", finetune, "knn: neighbours", type=count(1))
+    add_defaulted(p, "--knn-temperature", finetune, "knn: vote temperature", type=float)
     p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(
@@ -373,7 +386,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--n-classes", type=count(2), required=True)
     for flag, kind, text in RECIPE_OPTIONS:
-        p.add_argument(flag, type=kind, default=getattr(Recipe(), _dest(flag)), help=text)
+        add_defaulted(p, flag, Recipe, text, type=kind)
     p.add_argument("--checkpoint-dir", type=Path, required=True)
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=count(1), default=None)
@@ -399,8 +412,9 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="verify manifests against files; rerun some selections")
     p.add_argument("root", type=Path, nargs="?", default=Path("results"))
-    p.add_argument("--rerun", type=count(0), default=3, help="selections to rerun (seeded sample)")
-    p.add_argument("--seed", type=count(0), default=0, help="seed of the rerun sample")
+    rerun, seed = (signature_default(audit, name) for name in ("rerun_sample", "seed"))
+    p.add_argument("--rerun", type=count(0), default=rerun, help="selections to rerun (a sample)")
+    p.add_argument("--seed", type=count(0), default=seed, help="seed of the rerun sample")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="paper-style tables (CSV, Markdown) and plots (PNG, SVG)")

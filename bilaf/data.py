@@ -37,6 +37,7 @@ from bilaf.io import atomic_path
 
 SPLITS = ("train", "test")
 SAMPLES_HEADER = "row,source_index,label,class,name"
+DOWNLOAD_TIMEOUT = 30.0  # seconds a URL may take to answer before the next source is tried
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -168,7 +169,7 @@ def fetch_files(
     out_dir: str | Path,
     base_urls: Sequence[str] = (),
     local_dir: str | Path | None = None,
-    timeout: float = 10.0,
+    timeout: float = DOWNLOAD_TIMEOUT,
 ) -> list[Path]:
     """Put each file, decompressed and verified, in ``out_dir``; return their paths.
 
@@ -250,7 +251,7 @@ def fetch_archive(
     out_dir: str | Path,
     base_urls: Sequence[str] = (),
     local_dir: str | Path | None = None,
-    timeout: float = 30.0,
+    timeout: float = DOWNLOAD_TIMEOUT,
 ) -> list[Path]:
     """Fetch ``archive`` into ``out_dir`` (MD5 checked), unpack it once, return its members' paths.
 

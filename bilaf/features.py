@@ -154,12 +154,14 @@ def extract_to_zarr(
     model: Any,
     prep: Preprocess,
     attrs: dict[str, Any],
-    batch_size: int = 128,
-    chunk_rows: int = 2048,
-    workers: int = 0,
-    device: str | None = None,
+    *,
+    batch_size: int,
+    chunk_rows: int,
+    workers: int,
+    device: str | None,
 ) -> Path:
-    """Embed every row of ``images`` chunk by chunk into a zarr group at ``out``.
+    """Embed every row of ``images`` chunk by chunk into a zarr group at ``out`` (the loader's
+    settings come from :func:`extract`, whose signature holds their defaults).
 
     A leftover ``<out>.partial`` is resumed only when its attrs equal this run's (so the same
     rows, model and preprocessing); else it is restarted. Logs images/s to stderr.
@@ -275,7 +277,18 @@ def extract(
         "samples_sha256": images.digest(),
     }
     model = build_backbone(backbone, weights)
-    extract_to_zarr(out, images, rows, model, prep, attrs, batch_size, chunk_rows, workers, device)
+    extract_to_zarr(
+        out,
+        images,
+        rows,
+        model,
+        prep,
+        attrs,
+        batch_size=batch_size,
+        chunk_rows=chunk_rows,
+        workers=workers,
+        device=device,
+    )
     write_samples(samples or out.with_suffix(".samples.csv"), images, rows)
     return out
 

@@ -63,3 +63,33 @@ def test_schema_recipe_defaults_equal_the_recipe():
     ours = schema_defaults(PROPS["finetune"]["properties"]["full"])
     recipe = {f.name: f.default for f in dataclasses.fields(Recipe)}
     assert ours == {key: recipe[key] for key in ours}
+
+
+def test_the_cli_leaves_every_stage_default_to_the_stage_function():
+    from bilaf.cli import RECIPE_OPTIONS, build_parser
+
+    parser = build_parser(["finetune"])
+    args = parser.parse_args(
+        ["finetune", "--features", "f", "--selection", "s", "--n-classes", "3", "--out", "o"]
+    )
+    unset = {"mode", "c", "max_iter", "knn_k", "knn_temperature"}
+    assert not unset & vars(args).keys()  # absent: finetune()'s own defaults apply
+    assert set(signature_defaults(finetune)) >= unset
+    recipe = {flag[2:].replace("-", "_") for flag, _, _ in RECIPE_OPTIONS}
+    full = build_parser(["finetune-full"]).parse_args(
+        "finetune-full --source cifar10 --features f --test-features t --selection s "
+        "--backbone b --n-classes 10 --checkpoint-dir c --out o".split()
+    )
+    assert not recipe & vars(full).keys()
+    assert recipe <= {f.name for f in dataclasses.fields(Recipe)}
+
+
+def test_the_help_shows_the_signature_defaults(capsys):
+    from bilaf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["select", "bilaf", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for key, value in signature_defaults(get_method("bilaf")).items():
+        if value is not None and key != "device":
+            assert f"(default: {value})" in text, key

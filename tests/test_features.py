@@ -59,6 +59,7 @@ def extract(out, net, n=50, size=16):
         {"dataset": "t"},
         batch_size=5,
         chunk_rows=10,
+        workers=0,
         device="cpu",
     )
 

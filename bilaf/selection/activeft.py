@@ -157,7 +157,7 @@ def _shortlists(
     return ids.cpu().numpy()
 
 
-def _readout(
+def stream_readout(
     blocks: Blocks, n: int, centres: torch.Tensor, shortlist: int = SHORTLIST
 ) -> np.ndarray:
     """SPEC §2 readout, exact and streamed: centroid j = 0..K-1 in turn takes its most similar
@@ -212,6 +212,36 @@ def activeft(
     CPU results are the reference.
     """
     _check_options(iters, lr, temperature, balance, batch_size)
+    pool, centres = fit_centres(
+        features,
+        budget,
+        seed,
+        iters=iters,
+        lr=lr,
+        temperature=temperature,
+        balance=balance,
+        init_ids=init_ids,
+        batch_size=batch_size,
+        device=device,
+    )
+    return readout(pool, centres)
+
+
+def fit_centres(
+    features: Any,
+    budget: int,
+    seed: int,
+    *,
+    iters: int,
+    lr: float,
+    temperature: float,
+    balance: float,
+    init_ids: Any,
+    batch_size: int | None,
+    device: str | torch.device | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ActiveFT's optimisation (options as :func:`activeft`, checked there): the pool as read
+    (n, d) and the K unit centroids (K, d) the readout matches to samples."""
     dev = resolve_device(device)
     n = features.shape[0]
     rng = np.random.default_rng(seed)
@@ -238,12 +268,24 @@ def activeft(
             batch = np.sort(rng.choice(n, size=batch_size, replace=False))
             feats = pool[torch.from_numpy(batch).to(dev)]
         _step(feats, theta, opt, temperature, balance)
+    return pool, F.normalize(theta.detach(), dim=1)
+
+
+def readout(
+    pool: torch.Tensor,
+    centres: torch.Tensor,
+    *,
+    row_chunk: int = ROW_CHUNK,
+    shortlist: int = SHORTLIST,
+) -> np.ndarray:
+    """The samples :func:`stream_readout` matches to ``centres``, read from ``pool`` in blocks of
+    ``row_chunk`` rows, sorted ascending (ActiveFT's output)."""
+    n = pool.shape[0]
 
     def blocks() -> Iterator[tuple[int, torch.Tensor]]:
-        return ((s, pool[s : s + ROW_CHUNK]) for s in range(0, n, ROW_CHUNK))
+        return ((s, pool[s : s + row_chunk]) for s in range(0, n, row_chunk))
 
-    centres = F.normalize(theta.detach(), dim=1)
-    return np.sort(_readout(blocks, n, centres))
+    return np.sort(stream_readout(blocks, n, centres, shortlist=shortlist))
 
 
 def iteration_cost(
