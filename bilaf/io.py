@@ -78,12 +78,6 @@ def json_text(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=isinstance(obj, dict)) + "\n"
 
 
-def write_json(path: str | Path, obj: Any, ours: Ownership = is_plain_file) -> None:
-    """Write ``obj`` as JSON atomically."""
-    with atomic_path(path, ours) as tmp:
-        tmp.write_text(json_text(obj))
-
-
 def read_json(path: str | Path) -> Any:
     """The JSON in ``path``; InputError naming the file when it is missing or not JSON."""
     try:

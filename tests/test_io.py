@@ -1,7 +1,13 @@
 import pytest
 
 from bilaf.errors import InputError, OutputError
-from bilaf.io import atomic_path, check_outputs_apart, read_json, write_json
+from bilaf.io import atomic_path, check_outputs_apart, is_plain_file, json_text, read_json
+
+
+def write_json(path, obj, ours=is_plain_file):
+    """What every JSON writer does: the text through atomic_path."""
+    with atomic_path(path, ours) as tmp:
+        tmp.write_text(json_text(obj))
 
 
 def test_write_json_round_trip(tmp_path):

@@ -7,7 +7,6 @@ import pytest
 
 from bilaf.cli import main
 from bilaf.config import parse_method
-from bilaf.io import write_json
 from bilaf.report import write_report
 
 MAIN = {
@@ -30,24 +29,26 @@ def write_metrics(root, values, dataset="d", mode="linear", manifest=False, firs
     for (method, budget), tops in values.items():
         for seed, top1 in enumerate(tops, first_seed):
             path = root / dataset / mode / f"{method}_{budget}_{seed}.json"
-            write_json(
-                path,
-                {
-                    "dataset": dataset,
-                    "finetune_mode": mode,
-                    "method": method,
-                    "budget": budget,
-                    "seed": seed,
-                    "top1": top1,
-                    "top5": top1 + 20,
-                    "n_labeled": budget,
-                    "device": "cpu",
-                    "train_seconds": 0.5,
-                    "per_class_top1": {"0": top1},
-                },
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                json.dumps(
+                    {
+                        "dataset": dataset,
+                        "finetune_mode": mode,
+                        "method": method,
+                        "budget": budget,
+                        "seed": seed,
+                        "top1": top1,
+                        "top5": top1 + 20,
+                        "n_labeled": budget,
+                        "device": "cpu",
+                        "train_seconds": 0.5,
+                        "per_class_top1": {"0": top1},
+                    }
+                )
             )
             if manifest:
-                write_json(f"{path}.manifest.json", {"file": path.name})
+                Path(f"{path}.manifest.json").write_text(json.dumps({"file": path.name}))
             paths.append(str(path))
     return paths
 

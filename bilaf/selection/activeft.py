@@ -13,7 +13,6 @@ products that full autograd needs.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,7 +26,6 @@ from bilaf.selection.base import (
     check_ids,
     check_option,
     iter_row_chunks,
-    load_features,
     register,
 )
 from bilaf.selection.neighbors import resolve_device
@@ -286,43 +284,3 @@ def readout(
         return ((s, pool[s : s + row_chunk]) for s in range(0, n, row_chunk))
 
     return np.sort(stream_readout(blocks, n, centres, shortlist=shortlist))
-
-
-def iteration_cost(
-    features: Any,
-    k: int,
-    seed: int = 0,
-    *,
-    repeats: int = 3,
-    device: str | torch.device | None = None,
-) -> dict[str, float]:
-    """Seconds of one full-batch ActiveFT iteration vs the bare n×d×K product it needs.
-
-    Best of ``repeats`` each (after one warm-up), so a bench can check that an iteration costs
-    little more than that one product. Returns ``iteration_s``, ``matmul_s`` and their ``ratio``.
-    """
-    dev = resolve_device(device)
-    pool = _load(load_features(features), dev)
-    init = np.random.default_rng(seed).choice(pool.shape[0], size=k, replace=False)
-    theta = pool[torch.from_numpy(init).to(dev)].clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=1e-3)
-
-    def best_of(fn: Callable[[], Any]) -> float:
-        times = []
-        for _ in range(repeats + 1):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        return min(times[1:])
-
-    def matmul() -> None:
-        with torch.no_grad():
-            pool @ theta.T
-
-    iteration_s = best_of(lambda: _step(pool, theta, opt, 0.07, 1.0))
-    matmul_s = best_of(matmul)
-    return {"iteration_s": iteration_s, "matmul_s": matmul_s, "ratio": iteration_s / matmul_s}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from bilaf.selection import SelectionError, select
-from bilaf.selection.activeft import _loss, fit_centres, iteration_cost, readout, stream_readout
+from bilaf.selection.activeft import _loss, fit_centres, readout, stream_readout
 from tests.selection.contract import SelectionContract, blobs
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reference"
@@ -187,9 +187,3 @@ def test_bad_init_ids_rejected(init_ids, match):
 def test_bad_options_rejected(option, value):
     with pytest.raises(SelectionError, match=option):
         select("activeft", blobs(), 40, 0, **{option: value})
-
-
-def test_iteration_cost_reports_both_timings():
-    cost = iteration_cost(blobs(n=2000, d=16), 20, repeats=1, device="cpu")
-    assert cost["iteration_s"] > 0 and cost["matmul_s"] > 0
-    assert cost["ratio"] == pytest.approx(cost["iteration_s"] / cost["matmul_s"])
