@@ -26,7 +26,8 @@ import torch
 
 from bilaf.backbones import build_backbone, resolve_preprocess
 from bilaf.data import DATASETS, Images
-from bilaf.features import extract_to_zarr, pick_device
+from bilaf.devices import device_name
+from bilaf.features import extract_to_zarr
 
 
 def synthetic_images(source: str, n: int, workdir: Path) -> Images:
@@ -80,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = device_name(args.device)
     on_cuda = device.startswith("cuda")
     model = build_backbone(args.model, "random").to(device)
     if on_cuda:

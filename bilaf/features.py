@@ -39,9 +39,6 @@ class FeatureError(BilafError):
     """Extraction failed or produced unusable features; the message says which and why."""
 
 
-pick_device = device_name  # the name bench/bench_extract.py imports
-
-
 def resize_crop(x: Any, prep: Preprocess) -> Any:
     """Float images (n, 3, h, w) resized (shorter side, aspect kept), centre-cropped (SPEC §1)."""
     import torch.nn.functional as F
