@@ -10,11 +10,31 @@ FMNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-l
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CORES ?= all
 
-.PHONY: run test lint format data clean
+.PHONY: run pick test lint format data clean
+
+# make pick IMAGES=<folder or file of paths> BUDGET=<n> [LABELS=<labels file>] [METHODS="bilaf random"]
+# [CONFIG="cores=20 seeds=[0,1]"]: more config keys (ARGS takes other snakemake flags)
+IMAGES ?=
+BUDGET ?= 500
+METHODS ?= bilaf
+NAME ?= $(basename $(notdir $(abspath $(IMAGES))))
+LABELS ?=
+POOL_KEY = $(if $(shell [ -d "$(IMAGES)" ] && echo dir),pool_dir,pool_list)
+PICK_CONFIG = 'dataset={"name": "$(NAME)", "$(POOL_KEY)": "$(abspath $(IMAGES))"$(if $(LABELS),$(comma) "labels": "$(abspath $(LABELS))")}' \
+	'budgets=[$(BUDGET)]' 'methods=[$(subst $(space),$(comma),$(strip $(METHODS)))]' $(CONFIG)
+CONFIG ?=
+comma := ,
+space := $(subst ,, )
 
 run: $(STAMP) data
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --show-failed-logs $(ARGS)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html $(ARGS)
+
+pick: $(STAMP)
+	@[ -n "$(IMAGES)" ] || { echo 'usage: make pick IMAGES=<folder or file of paths> BUDGET=<n> [LABELS=<file>] [METHODS="bilaf random"]'; exit 2; }
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --show-failed-logs \
+	  --configfile config/pick.yaml --config $(PICK_CONFIG) $(ARGS)
+	@echo "picks to label: results/$(NAME)/export/<method>/B$(BUDGET)_s0/ (picks.csv, labelstudio.json, contact_sheet.png)"
 
 test: $(STAMP) data
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(ARGS)

@@ -7,11 +7,15 @@ extraction can reach. Random init (throughput does not depend on the weights).
 
 Sources: ``array`` = CIFAR-sized 32 px images in memory, resized on the device (the CIFAR path);
 ``folder`` = JPEG files of ImageNet's typical 500x375, decoded and resized in the loader workers
-(the ImageNet path).
+(the ImageNet path); ``unlabeled`` = a flat folder of small JPEGs (``--side``, default 64 px) as
+a user's own pool: the scan (read, hash, verify every file) timed on its own, then the
+extraction from its table (the ``make pick`` path).
 
     python bench/bench_extract.py                          # GPU: ViT-S/16 at 224, 20,000 images
     python bench/bench_extract.py --source folder --n 5000 --workers 14
     python bench/bench_extract.py --n 64 --batch-size 32 --threads 2   # CPU smoke run
+    python bench/bench_extract.py --source unlabeled --model tf_efficientnet_lite0 --n 20000 \
+        --image-size 64 --batch-size 128 --workers 2 --threads 2      # CPU: the issue-14 row
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from bilaf.devices import device_name
 from bilaf.features import extract_to_zarr
 
 
-def synthetic_images(source: str, n: int, workdir: Path) -> Images:
-    """``n`` random images, 10 classes: in memory (32 px) or as JPEG files (500x375)."""
+def synthetic_images(source: str, n: int, workdir: Path, side: int = 64) -> Images:
+    """``n`` random images, 10 classes: in memory (32 px), as JPEG files (500x375), or an
+    unlabeled flat folder of side x side JPEGs (scanned; its time is printed)."""
     rng = np.random.default_rng(0)
     labels = np.arange(n) % 10
+    if source == "unlabeled":
+        return unlabeled_pool(n, workdir, side, rng)
     if source == "array":
         pixels = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
         names = np.asarray([f"synthetic[{i}]" for i in range(n)])
@@ -46,6 +53,27 @@ def synthetic_images(source: str, n: int, workdir: Path) -> Images:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.roll(base, i, axis=1)).save(folder / f"{i:07d}.jpg", quality=90)
     return DATASETS["imagefolder"].load("train", None, {"train": workdir / "train"})
+
+
+def unlabeled_pool(n: int, workdir: Path, side: int, rng: np.random.Generator) -> Images:
+    """A flat folder of ``n`` distinct small JPEGs, scanned as ``make pick`` does (timed)."""
+    from PIL import Image
+
+    from bilaf.scan import scan_pool, write_scan
+
+    folder = workdir / "images"
+    folder.mkdir()
+    base = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    for i in range(n):
+        image = np.roll(base, i, axis=1)
+        image[0, 0] = [i % 256, i // 256 % 256, i // 65536]  # every file distinct
+        Image.fromarray(image).save(folder / f"{i:07d}.jpg", quality=90)
+    start = time.perf_counter()
+    _, found, skipped = scan_pool(folder, workers=4)
+    write_scan(workdir / "images.csv", workdir / "skipped.csv", found, skipped)
+    seconds = time.perf_counter() - start
+    print(f"scan          {len(found) / seconds:10.1f} images/s ({len(found)} in {seconds:.1f} s)")
+    return DATASETS["unlabeled"].load("train", workdir / "images.csv", {})
 
 
 def bare_forward(model: torch.nn.Module, size: int, batch: int, n: int, device: str) -> float:
@@ -71,7 +99,9 @@ def bare_forward(model: torch.nn.Module, size: int, batch: int, n: int, device: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_small_patch16_224.dino")
-    parser.add_argument("--source", choices=["array", "folder"], default="array")
+    parser.add_argument("--source", choices=["array", "folder", "unlabeled"], default="array")
+    parser.add_argument("--side", type=int, default=64, help="unlabeled: the JPEGs' side")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the model's")
     parser.add_argument("--n", type=int, default=20_000, help="images to extract")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--chunk-rows", type=int, default=4096)
@@ -86,10 +116,10 @@ def main() -> None:
     model = build_backbone(args.model, "random").to(device)
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
-    prep = resolve_preprocess(args.model)
+    prep = resolve_preprocess(args.model, args.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        images = synthetic_images(args.source, args.n, workdir)
+        images = synthetic_images(args.source, args.n, workdir, args.side)
         rows = np.arange(len(images))
 
         def extract(name: str, count: int) -> float:

@@ -24,6 +24,7 @@ from bilaf.io import (
     is_plain_file,
     read_json,
 )
+from bilaf.scan import is_pool_table, is_skipped_table
 from bilaf.store import is_feature_store
 
 # Method-specific options of `bilaf select`: (flag, type, help). Defaults live in the functions.
@@ -207,6 +208,43 @@ def cmd_download(args: argparse.Namespace) -> None:
     source.fetch(args.out, urls, args.local_dir or source.local_dir, args.timeout)
 
 
+def cmd_scan(args: argparse.Namespace) -> None:
+    from bilaf.scan import scan_pool, write_scan
+
+    _, images, skipped = _call(scan_pool, args)
+    write_scan(args.out, args.skipped, images, skipped)
+    print(f"[scan] {len(images)} images in the pool, {len(skipped)} files skipped", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from bilaf.export import export
+
+    written = _call(export, args)
+    print("\n".join(map(str, written.values())))
+
+
+def cmd_labels(args: argparse.Namespace) -> None:
+    from bilaf.labels import label_pool, write_pool_labels
+
+    table = _call(label_pool, args)
+    write_pool_labels(args.out, table)
+    print(
+        f"[labels] {len(table)} pool images labeled, {table['label'].nunique()} classes",
+        file=sys.stderr,
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from bilaf.labels import predict, write_predictions
+
+    set_threads(args.threads)
+    predictions, metrics, names = _call(predict, args)
+    write_predictions(args.out, predictions, names, args.root)
+    inputs = {key: getattr(args, key) for key in ("features", "samples", "selection", "labels")}
+    write_with_manifest(args.metrics, metrics, inputs, {"mode": args.mode}, args.seed, "cpu")
+    print(f"[predict] {metrics['note']}: {metrics['crossval_top1']:.1f} %", file=sys.stderr)
+
+
 def cmd_extract(args: argparse.Namespace) -> None:
     from bilaf.features import extract
 
@@ -318,9 +356,13 @@ def add_defaulted(p: argparse.ArgumentParser, flag: str, fn: Any, text: str, **k
 def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     """The CLI; of `select`, only the parsers of the methods ``argv`` names (all when none)."""
     from bilaf.audit import audit
+    from bilaf.export import METHOD_KINDS, export, is_export_dir
     from bilaf.features import extract
     from bilaf.finetune import finetune
     from bilaf.finetune_full import Recipe
+    from bilaf.labels import is_pool_labels, label_pool, predict
+    from bilaf.scan import BAD_IMAGE_ACTIONS as BAD
+    from bilaf.scan import scan_pool
 
     parser = Parser(prog="bilaf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +375,21 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--local-dir", default=None, help="folder with a copy of the official files")
     p.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT, help="seconds per URL")
     p.set_defaults(func=cmd_download, outputs={"out": None})
+
+    p = sub.add_parser("scan", help="list an unlabeled pool's readable, distinct images")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pool-dir", type=Path, help="a folder tree of images")
+    where.add_argument("--pool-list", type=Path, help="a file of image paths (text or CSV)")
+    add_defaulted(p, "--on-bad-image", scan_pool, "a bad file: skip it, or fail", choices=BAD)
+    add_defaulted(p, "--workers", scan_pool, "threads reading files", type=count(1))
+    add_defaulted(p, "--min-images", scan_pool, "the largest budget", type=count(1))
+    p.add_argument("--out", type=Path, required=True, help="CSV of the pool's images")
+    p.add_argument("--skipped", type=Path, required=True, help="CSV of the files left out")
+    p.set_defaults(
+        func=cmd_scan,
+        inputs=["pool_dir", "pool_list"],
+        outputs={"out": is_pool_table, "skipped": is_skipped_table},
+    )
 
     p = sub.add_parser("extract", help="backbone features of one split into a zarr store")
     _add_images(p)
@@ -361,6 +418,53 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     )
 
     _add_select(sub, list(argv))
+
+    p = sub.add_parser("export", help="an unlabeled pool's picks for annotation; contact sheet")
+    p.add_argument("--features", type=Path, required=True, help="pool feature store")
+    p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
+    p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
+    p.add_argument("--cores", type=Path, required=True, help="JSON list: the pseudo-classes")
+    p.add_argument("--kind", choices=METHOD_KINDS, required=True, help="roles of the picks")
+    add_defaulted(p, "--url-prefix", export, "before each path in labelstudio.json")
+    add_defaulted(p, "--tile", export, "contact sheet thumbnail side (pixels)", type=count(16))
+    add_defaulted(p, "--title", export, "headline of the contact sheet")
+    add_defaulted(p, "--workers", export, "threads decoding thumbnails", type=count(1))
+    p.add_argument("--out-dir", type=Path, required=True, help="folder of the export files")
+    p.set_defaults(
+        func=cmd_export,
+        inputs=["features", "samples", "selection", "cores"],
+        outputs={"out_dir": is_export_dir},
+    )
+
+    p = sub.add_parser("labels", help="an unlabeled pool's labels file, checked, by pool row")
+    p.add_argument("--labels", type=Path, required=True, help="CSV path,label or Label Studio")
+    p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
+    p.add_argument("--root", type=Path, required=True, help="the folder the pool's names are in")
+    add_defaulted(p, "--url-prefix", label_pool, "stripped from Label Studio image URLs")
+    p.add_argument("--label-column", default=None, help="default: label, choice or class")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_labels, inputs=["labels", "samples"], outputs={"out": is_pool_labels})
+
+    p = sub.add_parser("predict", help="a probe on a selection's labeled picks labels the rest")
+    p.add_argument("--features", type=Path, required=True, help="pool feature store")
+    p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
+    p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
+    p.add_argument("--labels", type=Path, required=True, help="bilaf labels' table")
+    p.add_argument("--root", type=Path, required=True, help="the folder the pool's names are in")
+    add_defaulted(p, "--mode", predict, "the probe", choices=PROBE_MODES)
+    add_defaulted(p, "--seed", predict, "seed of the cross-validation folds", type=count(0))
+    add_defaulted(p, "--c", predict, "linear: inverse L2 strength (sklearn C)", type=float)
+    add_defaulted(p, "--max-iter", predict, "linear: L-BFGS iterations", type=count(1))
+    add_defaulted(p, "--knn-k", predict, "knn: neighbours", type=count(1))
+    add_defaulted(p, "--knn-temperature", predict, "knn: vote temperature", type=float)
+    p.add_argument("--threads", type=count(1), default=None)
+    p.add_argument("--out", type=Path, required=True, help="predictions CSV")
+    p.add_argument("--metrics", type=Path, required=True, help="cross-validation JSON")
+    p.set_defaults(
+        func=cmd_predict,
+        inputs=["features", "samples", "selection", "labels"],
+        outputs={"out": is_plain_file, "metrics": has_manifest},
+    )
 
     p = sub.add_parser("finetune", help="train a probe on the selected samples' features")
     p.add_argument("--features", type=Path, required=True, help="pool feature store")

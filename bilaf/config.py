@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bilaf.data import DATASETS, DataError, get_source, image_classes
+from bilaf.data import DATASETS, UNLABELED, DataError, get_source, image_classes
 from bilaf.errors import BilafError
 from bilaf.selection.base import METHOD_MODULES, get_method
 
@@ -166,24 +166,36 @@ def backbone_tag(config: dict[str, Any]) -> str:
     return f"{backbone['name']}_{size}px"
 
 
-def pool_size(config: dict[str, Any]) -> int:
-    """Number of samples in the unlabeled pool."""
+def is_unlabeled(config: dict[str, Any]) -> bool:
+    """Whether the dataset is the user's own unlabeled images (selection and export only)."""
+    return config["dataset"]["source"] == UNLABELED
+
+
+def pool_size(config: dict[str, Any]) -> int | None:
+    """Number of samples in the pool; None for an unlabeled pool, whose size only its scan knows
+    (unless ``dataset.pool_size`` takes a subset of it)."""
+    if is_unlabeled(config):
+        return config["dataset"]["pool_size"]
     return config["dataset"]["pool_size"] or split_sizes(config)["train"]
 
 
-def resolve_count(value: float, pool: int, key: str) -> int:
+def resolve_count(value: float, pool: int | None, key: str) -> int:
     """A count from a count (int >= 1, or a float like 250.0) or a fraction of the pool (0 < x < 1).
 
-    A float 1.0 is refused: it reads as one sample and as the whole pool alike.
+    A float 1.0 is refused: it reads as one sample and as the whole pool alike. ``pool`` None: the
+    pool size is not known yet (an unlabeled pool before its scan), so a fraction is refused.
     """
     if isinstance(value, float) and value == 1:
-        raise ConfigError(
-            f"{key}: 1.0 is ambiguous: write 1 for one sample or {pool} (the pool size) for the "
-            "whole pool"
-        )
+        whole = "" if pool is None else f" or {pool} (the pool size) for the whole pool"
+        raise ConfigError(f"{key}: 1.0 is ambiguous: write 1 for one sample{whole}")
     if isinstance(value, float) and not value.is_integer():
         if not 0 < value < 1:
             raise ConfigError(f"{key}: {value} is neither a count >= 1 nor a fraction in (0, 1)")
+        if pool is None:
+            raise ConfigError(
+                f"{key}: {value} is a fraction of the pool, whose size an unlabeled pool's scan "
+                "finds only when it runs: give a count"
+            )
         count = round(value * pool)
         if count < 1:
             raise ConfigError(f"{key}: fraction {value} of a {pool}-sample pool is < 1 sample")
@@ -353,6 +365,13 @@ def check_grid(
 def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError for what the schema cannot see: folders, sizes, budgets vs pool, cores."""
     dataset = config["dataset"]
+    if is_unlabeled(config):
+        check_unlabeled(config)
+        return
+    for key in ("pool_dir", "pool_list", "labels", "label_column"):
+        if dataset.get(key) is not None:
+            source = dataset["source"]
+            raise ConfigError(f"dataset.{key}: only for source {UNLABELED}, not {source}")
     folders = get_source(dataset["source"]).needs_folders
     for key in ("train_dir", "test_dir"):
         if folders and not dataset.get(key):
@@ -371,14 +390,44 @@ def check_config(config: dict[str, Any]) -> None:
         size = dataset[key]
         if size is not None and size > total[split]:
             raise ConfigError(f"dataset.{key}: {size} exceeds the {total[split]} {split} images")
+    check_selection_counts(config)
+
+
+def check_unlabeled(config: dict[str, Any]) -> None:
+    """The checks of an unlabeled pool that can run before its scan: where the images are, what
+    is given for them, and counts (not fractions) for the budgets and cores."""
+    dataset = config["dataset"]
+    if (dataset["pool_dir"] is None) == (dataset["pool_list"] is None):
+        raise ConfigError(
+            f"dataset: source {UNLABELED} reads exactly one of pool_dir (a folder of images) "
+            "and pool_list (a file of image paths)"
+        )
+    for key in ("pool_dir", "pool_list", "labels"):
+        path = dataset[key]
+        exists = Path(path).is_dir() if key == "pool_dir" else Path(path or "").is_file()
+        if path is not None and not exists:
+            kind = "folder" if key == "pool_dir" else "file"
+            raise ConfigError(f"dataset.{key}: {path} is not a {kind}")
+    for key in ("train_dir", "test_dir", "test_size"):
+        if dataset[key] is not None:
+            raise ConfigError(f"dataset.{key}: an unlabeled pool has no labeled splits: remove it")
+    if "full" in config["finetune"]["modes"]:
+        raise ConfigError(
+            "finetune.modes: full finetuning needs a labeled train split; an unlabeled pool's "
+            "labeled picks train the probes (linear, knn)"
+        )
+    check_selection_counts(config)
+
+
+def check_selection_counts(config: dict[str, Any]) -> None:
+    """Budgets and cores against the pool size (where it is known) and each other, and the
+    sweep's budgets and core counts. An unlabeled pool's scan checks the largest budget."""
     pool = pool_size(config)
     resolved = budgets(config)
-    for i, budget in enumerate(resolved):
-        if budget > pool:
-            raise ConfigError(f"budgets[{i}]: {budget} exceeds the pool size {pool}")
     cores = n_cores(config)
-    if cores > pool:
-        raise ConfigError(f"cores: {cores} exceeds the pool size {pool}")
+    for key, count in [*((f"budgets[{i}]", b) for i, b in enumerate(resolved)), ("cores", cores)]:
+        if pool is not None and count > pool:
+            raise ConfigError(f"{key}: {count} exceeds the pool size {pool}")
     if any(m in BOUNDARY_METHODS for m in config["methods"]):
         for i, budget in enumerate(resolved):
             if budget < cores:
@@ -391,7 +440,7 @@ def check_config(config: dict[str, Any]) -> None:
     for i, budget in enumerate(sweep_budgets(config)):
         for method in sweep_methods(config):
             k = method_cores(config, method)
-            if not k <= budget <= pool:
+            if not k <= budget <= (pool or budget):
                 raise ConfigError(
                     f"sweep.budgets[{i}]: {budget} must lie between the {k} cores of {method} "
                     f"and the pool size {pool}"

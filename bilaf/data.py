@@ -8,6 +8,9 @@
 - ``imagenet`` / ``imagefolder``: labeled folders named in the config (class = subfolder); nothing
   to download. Rows are sorted by class name, then relative path, by code point: the same files
   give the same row order on every machine, whatever order the file system lists them in.
+- ``unlabeled``: the user's own images (``dataset.pool_dir`` or ``dataset.pool_list``), no labels
+  and no test split; read from the table the scan (:mod:`bilaf.scan`) wrote: the readable,
+  distinct images in sorted path order, each with its path, byte size and SHA-256.
 
 Every split is read into an :class:`Images` table: labels, a stable name per row, and the pixels
 (in-memory datasets) or the folder the files are read from (folder datasets).
@@ -50,7 +53,9 @@ class Images:
     """One split, row by row: labels (n,) int64, a stable name per row, the pixels or the files.
 
     In-memory datasets hold ``pixels`` (n, h, w) or (n, h, w, 3) uint8 and name rows
-    ``<file>[<row>]``; folder datasets hold ``root`` and read ``root / names[i]``.
+    ``<file>[<row>]``; folder datasets hold ``root`` and read ``root / names[i]``. An unlabeled
+    pool has label -1 on every row, no classes, and ``files``: per row its ``path`` (the file
+    read), ``bytes`` and ``sha256``.
     """
 
     labels: np.ndarray
@@ -58,37 +63,50 @@ class Images:
     classes: tuple[str, ...]
     pixels: np.ndarray | None = None
     root: Path | None = None
+    files: Mapping[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def path(self, i: int) -> Path:
+        """The file of row ``i`` (folder datasets and unlabeled pools)."""
+        return Path(self.files["path"][i]) if self.files else self.root / self.names[i]
+
     def take(self, rows: np.ndarray) -> Images:
         """The rows ``rows`` of this split, in that order."""
         pixels = None if self.pixels is None else self.pixels[rows]
-        return replace(self, labels=self.labels[rows], names=self.names[rows], pixels=pixels)
+        files = None if self.files is None else {k: v[rows] for k, v in self.files.items()}
+        return replace(
+            self, labels=self.labels[rows], names=self.names[rows], pixels=pixels, files=files
+        )
 
     def digest(self) -> str:
-        """SHA-256 of the (label, name) rows: equal digests, same samples in the same order."""
+        """SHA-256 of the (label, name[, content hash]) rows: equal digests, same samples (same
+        bytes, for an unlabeled pool) in the same order."""
         sha = hashlib.sha256()
-        for label, name in zip(self.labels, self.names, strict=True):
-            sha.update(f"{label}\t{name}\n".encode())
+        hashes = self.files["sha256"] if self.files else [""] * len(self)
+        for label, name, content in zip(self.labels, self.names, hashes, strict=True):
+            sha.update(f"{label}\t{name}{chr(9) + content if content else ''}\n".encode())
         return sha.hexdigest()
 
 
 def write_samples(path: str | Path, images: Images, source_index: np.ndarray) -> None:
-    """CSV of what each feature row is (row, source_index, label, class, name), written atomically.
+    """CSV of what each feature row is (row, source_index, label, class, name; an unlabeled pool's
+    also path, bytes, sha256), written atomically.
 
     It sits next to the feature store so that a row index names the same image on every machine.
     """
     import pandas as pd
 
+    classes = np.asarray([*images.classes, ""], dtype=object)  # label -1: no class
     table = pd.DataFrame(
         {
             "row": np.arange(len(images)),
             "source_index": np.asarray(source_index, dtype=np.int64),
             "label": images.labels,
-            "class": np.asarray(images.classes, dtype=object)[images.labels],
+            "class": classes[images.labels],
             "name": images.names,
+            **(images.files or {}),
         }
     )
     with atomic_path(path, ours=is_samples_file) as tmp:
@@ -450,6 +468,40 @@ class FolderSource:
         return Images(labels, names, tuple(classes), root=root)
 
 
+@dataclass(frozen=True)
+class UnlabeledSource:
+    """The user's own unlabeled images: the pool is the scan's table (``raw``: its CSV), written
+    by ``bilaf scan`` from ``dataset.pool_dir`` or ``dataset.pool_list``; no labels, no test split.
+    """
+
+    urls: tuple[str, ...] = ()
+    local_dir: str | None = None
+    raw_files: tuple[str, ...] = ()
+    needs_folders: bool = False
+
+    def split_sizes(self, folders: Mapping[str, str | None]) -> dict[str, int]:
+        raise DataError("an unlabeled pool's size is known only after its scan")
+
+    def fetch(
+        self, out_dir: Path, urls: Sequence[str], local_dir: str | None, timeout: float
+    ) -> list[Path]:
+        raise DataError("an unlabeled pool has nothing to download: it is scanned (bilaf scan)")
+
+    def load(self, split: str, raw_dir: Path | None, folders: Mapping[str, str | None]) -> Images:
+        import pandas as pd
+
+        if split != "train":
+            raise DataError("an unlabeled pool has no test split: it is all pool")
+        table = pd.read_csv(_need_raw_dir(raw_dir), dtype={"name": str, "path": str, "sha256": str})
+        files = {
+            "path": table["path"].to_numpy(),
+            "bytes": table["bytes"].to_numpy(np.int64),
+            "sha256": table["sha256"].to_numpy(),
+        }
+        labels = np.full(len(table), -1, dtype=np.int64)
+        return Images(labels, table["name"].to_numpy(), (), files=files)
+
+
 def _folder(folders: Mapping[str, str | None], split: str, hint: str) -> Path:
     path = folders.get(split)
     if path is None or not Path(path).is_dir():
@@ -572,6 +624,7 @@ IMAGENET_HINT = (
     "train and val ImageFolders (val sorted into its 1000 class subfolders)"
 )
 
+UNLABELED = "unlabeled"  # the source of a user's own images (dataset.pool_dir / pool_list)
 DATASETS: dict[str, Source] = {
     "fashion_mnist": IdxSource(
         FASHION_MNIST_FILES,
@@ -613,6 +666,7 @@ DATASETS: dict[str, Source] = {
     "imagefolder": FolderSource(
         hint="set it to a folder of <class>/<image> files (any image format PIL reads)"
     ),
+    UNLABELED: UnlabeledSource(),
 }
 
 

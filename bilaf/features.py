@@ -79,7 +79,7 @@ class ImageRows:
             return torch.from_numpy(np.ascontiguousarray(self.images.pixels[i]))
         from PIL import Image
 
-        path = self.images.root / self.images.names[i]
+        path = self.images.path(i)
         try:
             with Image.open(path) as image:
                 rgb = np.array(image.convert("RGB"))

@@ -4,6 +4,10 @@ PCA is fitted on a seeded subsample of at most ``MAX_FIT_ROWS`` rows and the who
 projected chunk by chunk, so a pool of any size (a lazy zarr array) fits in memory: at most one
 row chunk, the fit sample and the (n, 2) projection are held at once. BiLAF panels tell the
 ActiveFT cores apart from the boundary picks, which is what the method adds.
+
+The background is the fit sample, coloured by true class (a labeled pool) or, for an unlabeled
+pool, by pseudo-class (each point's nearest core): dots sized for the number shown and opaque
+enough that the groups read at a glance behind the picks.
 """
 
 from __future__ import annotations
@@ -60,6 +64,23 @@ def project(
     return out
 
 
+def background_groups(
+    features: Any, rows: np.ndarray, labels: np.ndarray | None, core_ids: np.ndarray | None
+) -> tuple[np.ndarray | None, str]:
+    """The group of each background row and what it is: the true label where every row has one
+    (an unlabeled pool's are -1), else the pseudo-class (nearest core, by position in
+    ``core_ids``), else none."""
+    if labels is not None and (np.asarray(labels) >= 0).all():
+        return np.asarray(labels)[rows], "coloured by true class"
+    if core_ids is None or core_ids.size == 0:
+        return None, "grey"
+    from bilaf.selection.bilaf.pseudo_classes import nearest_cores
+
+    core_rows = np.asarray(features[core_ids], dtype=np.float32)
+    nearest, _ = nearest_cores(np.asarray(features[rows], dtype=np.float32), core_rows, 1)
+    return nearest[:, 0], f"coloured by pseudo-class (nearest of {core_ids.size} cores)"
+
+
 def plot_pool_map(
     features: Any,
     labels: np.ndarray | None,
@@ -70,9 +91,9 @@ def plot_pool_map(
 ) -> list[Path]:
     """Write the pool map to every path in ``outs`` (png or svg by suffix); return the paths.
 
-    Background: the PCA fit sample (at most ``MAX_FIT_ROWS`` pool points), lightly coloured by
-    true label when given. Methods named ``bilaf*`` mark the given cores that they picked apart
-    from their other (boundary) picks.
+    Background: the PCA fit sample (at most ``MAX_FIT_ROWS`` pool points), coloured by
+    :func:`background_groups`. Methods named ``bilaf*`` mark the given cores that they picked
+    apart from their other (boundary) picks.
     """
     outs = plot_paths(outs)  # a bad suffix fails before the pool is read
     n = features.shape[0]
@@ -94,14 +115,18 @@ def plot_pool_map(
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(4.6 * n_cols, 4.4 * n_rows), dpi=120, squeeze=False
     )
-    colours = "lightgrey" if labels is None else np.asarray(labels)[background]
+    groups, shown = background_groups(features, background, labels, core_ids)
+    colours = "darkgrey" if groups is None else groups % 20
+    size = float(np.clip(25_000 / background.size, 3, 14))  # 20,000 points: 3; 2,000: 12
     for ax, (name, ids) in zip(axes.flat, picks.items(), strict=False):
         ax.scatter(
             *xy[background].T,
-            s=2,
+            s=size,
             c=colours,
             cmap="tab20",
-            alpha=0.25,
+            vmin=0,
+            vmax=19,
+            alpha=0.6,
             linewidths=0,
             rasterized=True,  # tens of thousands of points stay small in the SVG
         )
@@ -117,7 +142,6 @@ def plot_pool_map(
         ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
     for ax in axes.flat[len(picks) :]:
         ax.set_axis_off()
-    shown = "grey" if labels is None else "coloured by true label"
     fig.suptitle(
         f"{title}\nPCA of {n} pool points ({background.size} shown, {shown}); picks on top"
     )
@@ -128,5 +152,5 @@ def plot_pool_map(
 def _mark(ax: Any, xy: np.ndarray, label: str, marker: str, colour: str, size: float) -> None:
     """Picked points, edged in white so they stand out from the background."""
     ax.scatter(
-        *xy.T, s=size, marker=marker, c=colour, edgecolors="white", linewidths=0.4, label=label
+        *xy.T, s=size, marker=marker, c=colour, edgecolors="white", linewidths=0.8, label=label
     )

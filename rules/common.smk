@@ -15,6 +15,7 @@ from bilaf.config import (
     budgets,
     check_grid,
     coerce_config,
+    is_unlabeled,
     load_schema,
     method_cores,
     method_option,
@@ -25,6 +26,8 @@ from bilaf.config import (
 )
 from bilaf.backbones import WEIGHT_KEYWORDS
 from bilaf.data import get_source
+from bilaf.export import EXPORT_FILES
+from bilaf.scan import pool_root as scan_root
 
 
 def put_own_bin_on_path():
@@ -52,6 +55,12 @@ config.update(coerce_config(config, SCHEMA))
 # One pass: the schema (an error names the key) fills its defaults, then the checks it cannot
 # express, on the top level and on each dataset of `datasets`. Dataset name -> its whole config.
 GRID = check_grid(config, SCHEMA)
+
+
+# Benchmarks (labeled data: finetune, evaluate, tables) and the user's own unlabeled pools
+# (scan, select, export; predictions once labels are given).
+BENCHMARKS = [d for d, c in GRID.items() if not is_unlabeled(c)]
+OWN_POOLS = [d for d, c in GRID.items() if is_unlabeled(c)]
 
 
 def every_method():
@@ -88,8 +97,11 @@ def param(*keys):
 
 
 def raw_dir(w):
-    """The downloaded files' folder; none for folder datasets (read where the config says)."""
+    """The downloaded files' folder, or an unlabeled pool's scan table; none for folder datasets
+    (read where the config says)."""
     source = cfg(w)["dataset"]["source"]
+    if is_unlabeled(cfg(w)):
+        return [scan_path(w.dataset, "images")]
     return [raw_path(source)] if get_source(source).raw_files else []
 
 
@@ -135,14 +147,20 @@ def raw_path(source):
     return f"resources/{source}"
 
 
+def scan_path(dataset, table):
+    """An unlabeled pool's scan: table "images" (the pool's files) or "skipped" (the rest)."""
+    return f"{RESULTS}/{dataset}/pool/{table}.csv"
+
+
 def store_path(dataset, backbone, split, ext="zarr"):
     """A split's feature store (ext zarr) or the table of its samples (ext samples.csv)."""
     return f"{RESULTS}/{dataset}/features/{backbone}/{split}.{ext}"
 
 
-def features_path(split):
-    """The zarr store of a split as an input function: the job's dataset, its backbone's tag."""
-    return lambda w: store_path(w.dataset, backbone_tag(cfg(w)), split)
+def features_path(split, ext="zarr"):
+    """The zarr store of a split (or, ext samples.csv, its samples table) as an input function:
+    the job's dataset, its backbone's tag."""
+    return lambda w: store_path(w.dataset, backbone_tag(cfg(w)), split, ext)
 
 
 def core_name(k, seed):
@@ -177,6 +195,23 @@ def run_path(stage, dataset, mode, method, budget, seed, ext):
 
 def run_pattern(stage, ext):
     return run_path(stage, "{dataset}", "{mode}", "{method}", "{budget}", "{seed}", ext)
+
+
+def export_path(dataset, method, budget, seed, name):
+    """A file of a run's export (an unlabeled pool's picks): one of bilaf.export.EXPORT_FILES."""
+    return f"{RESULTS}/{dataset}/export/{cell_name(method, budget, seed)}/{name}"
+
+
+def export_files(dataset, method, budget, seed):
+    return {
+        key: export_path(dataset, method, budget, seed, name)
+        for key, name in EXPORT_FILES.items()
+    }
+
+
+def labels_path(dataset):
+    """The labels given for an unlabeled pool, checked and keyed by pool row."""
+    return f"{RESULTS}/{dataset}/labels.csv"
 
 
 def checkpoints_path(dataset):
@@ -233,10 +268,25 @@ def cells(dataset):
 def all_metrics():
     return [
         run_path("metrics", d, mode, m, b, s, "json")
-        for d, c in GRID.items()
-        for mode in c["finetune"]["modes"]
+        for d in BENCHMARKS
+        for mode in GRID[d]["finetune"]["modes"]
         for m, b, s in cells(d)
     ]
+
+
+def pool_outputs(dataset):
+    """What an unlabeled pool's DAG ends in: every run's export and, with labels, the probes'
+    predictions (CSV) and cross-validation (JSON) of every run and mode."""
+    c = GRID[dataset]
+    outputs = [f for m, b, s in cells(dataset) for f in export_files(dataset, m, b, s).values()]
+    if c["dataset"]["labels"]:
+        outputs += [
+            run_path("predictions", dataset, mode, m, b, s, ext)
+            for mode in c["finetune"]["modes"]
+            for m, b, s in cells(dataset)
+            for ext in ("csv", "json")
+        ]
+    return outputs
 
 
 def tables(dataset):
@@ -267,9 +317,12 @@ def map_files(dataset):
 
 
 def get_targets():
+    benchmarks = [*summary_files().values()] if BENCHMARKS else []
     return [
-        *summary_files().values(),
-        *(f for d in GRID for f in table_files(d) + map_files(d)),
+        *benchmarks,
+        *(f for d in BENCHMARKS for f in table_files(d)),
+        *(f for d in OWN_POOLS for f in pool_outputs(d)),
+        *(f for d in GRID for f in map_files(d)),
     ]
 
 
@@ -339,7 +392,7 @@ def method_order():
 def annotated(files, caption, category):
     """``files`` marked for `snakemake --report`, one subcategory per dataset."""
     marked = []
-    for d in GRID:
+    for d in BENCHMARKS:
         for f in files(d):
             marked.append(report(f, caption=caption, category=category, subcategory=d))
     return marked
@@ -353,8 +406,48 @@ def map_cells(w):
 
 
 def map_cores(w):
-    """BiLAF's core file of that seed, when BiLAF is in the grid (its map marks the cores)."""
+    """BiLAF's core file of that seed, when BiLAF is in the grid (its map marks the cores) or
+    the pool is unlabeled (its map is coloured by pseudo-class: the nearest core)."""
     c = cfg(w)
-    if not set(c["methods"]) & set(BOUNDARY_METHODS):
+    if not (set(c["methods"]) & set(BOUNDARY_METHODS) or is_unlabeled(c)):
         return []
     return [cores_path(w.dataset, method_cores(c, "bilaf"), c["seeds"][0])]
+
+
+# Helpers of rules/download.smk (the scan of an unlabeled pool)
+def pool_input(w):
+    """The folder or list an unlabeled pool is read from (its mtime reruns the scan)."""
+    dataset = cfg(w)["dataset"]
+    return dataset["pool_dir"] or dataset["pool_list"]
+
+
+def pool_root(w):
+    """The folder an unlabeled pool's image names are relative to."""
+    dataset = cfg(w)["dataset"]
+    return str(scan_root(dataset["pool_dir"], dataset["pool_list"]))
+
+
+def pool_flag(w):
+    dataset = cfg(w)["dataset"]
+    return cli_flags({"--pool-dir": dataset["pool_dir"], "--pool-list": dataset["pool_list"]})
+
+
+def largest_count(w):
+    """The most images a selection of the dataset picks (the scan checks that many are there)."""
+    c = cfg(w)
+    methods = c["methods"] + sweep_methods(c)
+    return max(budgets(c) + sweep_budgets(c) + [method_cores(c, m) for m in methods])
+
+
+# Helpers of rules/export.smk
+def method_kind(w):
+    """How an export names a method's picks: boundary (BiLAF: core or boundary), core (ActiveFT)
+    or baseline."""
+    base = parse_method(w.method)[0]
+    return "boundary" if base in BOUNDARY_METHODS else "core" if base == "activeft" else "baseline"
+
+
+def run_cores(w):
+    """The cores a run's picks are grouped by (their pseudo-class: the nearest one): a BiLAF
+    run's own cores; the dataset's BiLAF cores of that seed for every other method."""
+    return cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed)

@@ -290,3 +290,52 @@ def test_strings_that_do_not_convert_stay_for_the_schema_to_name(config, edit, m
     edit(config)
     with pytest.raises(ConfigError, match=match):
         check_grid(coerce_config(config, load_schema(SCHEMA)), SCHEMA)
+
+
+def pick_config(tmp_path, **dataset):
+    """config/pick.yaml merged over config.yaml, as `make pick` runs it, on a folder of tmp_path."""
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    pick = yaml.safe_load((ROOT / "config" / "pick.yaml").read_text())
+    (tmp_path / "images").mkdir(exist_ok=True)
+    pick["dataset"].update({"pool_dir": str(tmp_path / "images"), **dataset})
+    config = dataset_configs({**base, **{k: v for k, v in pick.items() if k != "dataset"}})
+    config = next(iter(config.values()))
+    config["dataset"] = {**base["dataset"], **pick["dataset"]}
+    check_schema(config, SCHEMA)
+    return config
+
+
+def test_the_pick_config_is_an_unlabeled_pool_of_unknown_size(tmp_path):
+    config = pick_config(tmp_path)
+    check_config(config)
+    assert budgets(config) == [500] and n_cores(config) == 50
+
+
+@pytest.mark.parametrize(
+    "dataset, edit, match",
+    [
+        ({"pool_dir": None}, {}, "reads exactly one of pool_dir .* and pool_list"),
+        ({"pool_list": "x.txt"}, {}, "reads exactly one of pool_dir"),
+        ({"pool_dir": "/no/such/folder"}, {}, r"dataset.pool_dir: /no/such/folder is not a folder"),
+        ({"labels": "/no/labels.csv"}, {}, r"dataset.labels: /no/labels.csv is not a file"),
+        ({"test_size": 100}, {}, "dataset.test_size: an unlabeled pool has no labeled splits"),
+        ({}, {"budgets": [0.05]}, r"budgets\[0\]: 0.05 is a fraction .* give a count"),
+        ({}, {"cores": 0.5}, "cores: 0.5 is a fraction"),
+        ({}, {"budgets": [20]}, r"budgets\[0\]: 20 < 50 cores for BiLAF"),
+        ({"pool_size": 100}, {"budgets": [200]}, r"budgets\[0\]: 200 exceeds the pool size 100"),
+        ({}, {"finetune": {"modes": ["full"]}}, "full finetuning needs a labeled train split"),
+    ],
+)
+def test_unlabeled_pool_errors_name_the_key(tmp_path, dataset, edit, match):
+    config = pick_config(tmp_path, **dataset)
+    config.update(edit)
+    with pytest.raises(ConfigError, match=match):
+        check_config(config)
+
+
+@pytest.mark.parametrize("key", ["pool_dir", "pool_list", "labels", "label_column"])
+def test_unlabeled_keys_are_refused_on_a_labeled_source(config, key):
+    config["dataset"][key] = "x"
+    check_schema(config, SCHEMA)
+    with pytest.raises(ConfigError, match=f"dataset.{key}: only for source unlabeled"):
+        check_config(config)
