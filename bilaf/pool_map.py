@@ -117,7 +117,7 @@ def plot_pool_map(
     )
     groups, shown = background_groups(features, background, labels, core_ids)
     colours = "darkgrey" if groups is None else groups % 20
-    size = float(np.clip(25_000 / background.size, 3, 14))  # 20,000 points: 3; 2,000: 12
+    size = float(np.clip(80_000 / background.size, 4, 16))  # 20,000 points: 4; 10,000: 8
     for ax, (name, ids) in zip(axes.flat, picks.items(), strict=False):
         ax.scatter(
             *xy[background].T,
@@ -126,16 +126,16 @@ def plot_pool_map(
             cmap="tab20",
             vmin=0,
             vmax=19,
-            alpha=0.6,
+            alpha=0.7,
             linewidths=0,
             rasterized=True,  # tens of thousands of points stay small in the SVG
         )
         if name.startswith("bilaf") and core_ids is not None:
             is_core = np.isin(ids, core_ids)
-            _mark(ax, xy[ids[is_core]], f"cores ({is_core.sum()})", "*", "crimson", 70)
-            _mark(ax, xy[ids[~is_core]], f"boundary picks ({(~is_core).sum()})", "o", "navy", 16)
+            _mark(ax, xy[ids[is_core]], f"cores ({is_core.sum()})", "*", "crimson", 90)
+            _mark(ax, xy[ids[~is_core]], f"boundary picks ({(~is_core).sum()})", "o", "navy", 12)
         else:
-            _mark(ax, xy[ids], f"picks ({ids.size})", "o", "black", 16)
+            _mark(ax, xy[ids], f"picks ({ids.size})", "o", "black", 12)
         ax.legend(loc="best", fontsize="small")
         ax.set_title(f"{name}: {ids.size} picks")
         ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.1f} % of variance)")
