@@ -13,7 +13,6 @@ itself works with; its role says why it was picked: ``core`` (ActiveFT's, or BiL
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bilaf.errors import InputError
-from bilaf.io import atomic_path
+from bilaf.errors import InputError, check_option
+from bilaf.io import atomic_path, json_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ROLES = ("core", "boundary", "baseline")
 METHOD_KINDS = ("boundary", "core", "baseline")  # how a method's picks get their roles
-LABEL_STUDIO_PREFIX = "/data/local-files/?d="  # Label Studio's local-files storage URL
+LABEL_STUDIO_PREFIX = "/data/local-files/?d="  # local-files storage: + path under its document root
 EXPORT_FILES = {
     "picks_csv": "picks.csv",
     "picks_txt": "picks.txt",
@@ -38,9 +37,11 @@ EXPORT_FILES = {
     "sheet": "contact_sheet.png",
 }
 CORE_FRAME = (220, 20, 60)  # crimson
+FRAME = 3  # the frame's width: a pad of this inside every tile keeps it off the picture
 BROKEN_TILE = (200, 200, 200)
 HEADER_HEIGHT = 18
 GAP = 4
+MAX_WIDTH = 4096  # fewer columns than asked rather than a sheet wider than this
 
 
 def pick_roles(selection: np.ndarray, cores: np.ndarray, kind: str) -> np.ndarray:
@@ -68,11 +69,18 @@ def pick_table(
 
     selection = np.asarray(selection, dtype=np.int64)
     n, b = len(paths), len(selection)
-    if len(hashes) != n or len(roles) != b or len(pseudo_class) != b:
-        raise InputError("pick table: paths/hashes need one entry per pool row, the rest per pick")
-    if b and (selection.min() < 0 or selection.max() >= n):
-        raise InputError(f"pick table: a pick lies outside the pool [0, {n})")
-    unknown = sorted(set(roles) - set(ROLES))
+    if len(hashes) != n:
+        raise InputError(f"pick table: {len(hashes)} hashes for {n} paths; give one per pool row")
+    per_pick = {"roles": roles, "pseudo_class": pseudo_class}
+    if scores is not None:
+        per_pick["scores"] = scores
+    for name, values in per_pick.items():
+        if len(values) != b:
+            raise InputError(f"pick table: {len(values)} {name} for {b} picks; give one per pick")
+    outside = selection[(selection < 0) | (selection >= n)]
+    if outside.size:
+        raise InputError(f"pick table: pick {outside[0]} lies outside the pool [0, {n})")
+    unknown = sorted({str(role) for role in roles} - set(ROLES))
     if unknown:
         raise InputError(f"pick table: unknown roles {unknown}; use {list(ROLES)}")
     score = np.full(b, np.nan) if scores is None else np.asarray(scores, dtype=np.float64)
@@ -109,50 +117,64 @@ def write_picks(
 ) -> None:
     """picks.csv (the table), picks.txt (its paths) and labelstudio.json (tasks of ``url_paths``:
     each pick's path as the annotation tool sees it, relative to the pool folder), atomically."""
+    if len(url_paths) != len(table):
+        raise InputError(f"{len(url_paths)} URL paths for {len(table)} picks; give one per pick")
     with atomic_path(picks_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(picks_txt) as tmp:
         tmp.write_text("".join(f"{p}\n" for p in table["path"]))
     with atomic_path(labelstudio_json) as tmp:
-        tmp.write_text(json.dumps(labelstudio_tasks(url_paths, url_prefix), indent=1) + "\n")
+        tmp.write_text(json_text(labelstudio_tasks(url_paths, url_prefix)))
 
 
-def thumbnail(path: str, tile: int) -> Any:
-    """The picture at ``path`` fitted in tile x tile (RGB), or None when it cannot be read.
+def thumbnail(path: str, size: int) -> Any:
+    """The picture at ``path`` fitted in size x size (RGB, upright by its EXIF orientation,
+    transparent parts white), or None when it cannot be read.
 
     JPEGs decode at reduced scale (``draft``): a large photo costs little more than a small one.
+    A small picture is enlarged, pixels kept sharp, so that a 28 px image is no speck.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
-            image.draft("RGB", (tile, tile))
-            image = image.convert("RGB")
-            image.thumbnail((tile, tile))
+            image.draft("RGB", (size, size))  # JPEG only; a no-op for other formats
+            image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+            image.thumbnail((size, size))
+            if image.mode == "RGBA":
+                image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
+            image = ImageOps.exif_transpose(image.convert("RGB"))
+            scale = size / max(image.size)
+            if scale > 1:
+                width, height = (max(1, round(side * scale)) for side in image.size)
+                image = image.resize((width, height), Image.Resampling.NEAREST)
             return image
     except Exception:  # one unreadable image gets a marked tile; the sheet goes on
         return None
 
 
 def sheet_layout(
-    groups: np.ndarray, columns: int, tile: int
-) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, str]], tuple[int, int]]:
-    """(each pick's tile box in input order, (x, y, text) of each group header, canvas size):
-    groups in ascending order, each from a new row under its header, picks in input order."""
+    groups: np.ndarray, columns: int, tile: int, top: int
+) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]], tuple[int, int]]:
+    """(each pick's tile box in input order, (group, y) of each group's header, canvas size),
+    the first header at ``top``: groups in ascending order, each from a new row under its header,
+    picks in input order inside a group."""
     cell = tile + GAP
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(groups)
     headers = []
-    top = GAP
     for group in np.unique(groups):
         members = np.flatnonzero(groups == group)
-        headers.append((GAP, top, int(group)))
+        headers.append((int(group), top))
         top += HEADER_HEIGHT
         for k, i in enumerate(members):
-            left = GAP + (k % columns) * cell
-            row_top = top + (k // columns) * cell
+            left, row_top = GAP + (k % columns) * cell, top + (k // columns) * cell
             boxes[i] = (left, row_top, left + tile, row_top + tile)
         top += -(-len(members) // columns) * cell + GAP
     return boxes, headers, (GAP + columns * cell, top)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def contact_sheet(
@@ -166,30 +188,36 @@ def contact_sheet(
     title: str = "",
     workers: int = 4,
 ) -> list[tuple[int, int, int, int]]:
-    """A PNG of the picks' thumbnails grouped by pseudo-class, cores in a crimson frame, an
-    unreadable file as a grey tile with a cross; returns each pick's tile box (left, top, right,
-    bottom) in input order. ``workers`` threads decode (Pillow releases the GIL)."""
-    from PIL import Image, ImageDraw
+    """A PNG of the picks' thumbnails grouped by pseudo-class (``groups``), cores in a crimson
+    frame tagged "core", an unreadable file as a grey tile with a cross; returns each pick's tile
+    box (left, top, right, bottom) in input order. Fewer ``columns`` than asked when the sheet
+    would be wider than MAX_WIDTH. ``workers`` threads decode (Pillow releases the GIL)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     groups = np.asarray(groups, dtype=np.int64)
     is_core = np.asarray(is_core, dtype=bool)
     if not len(paths) == len(groups) == len(is_core):
-        raise InputError("contact sheet: paths, groups and is_core need one entry per pick")
-    columns = max(1, min(columns, len(paths)))
-    boxes, headers, (width, height) = sheet_layout(groups, columns, tile)
-    offset = HEADER_HEIGHT if title else 0
-    canvas = Image.new("RGB", (width, height + offset), "white")
+        raise InputError(
+            f"contact sheet: {len(paths)} paths, {len(groups)} groups and {len(is_core)} core "
+            "flags; give one of each per pick"
+        )
+    check_option(tile, "contact sheet tile", int, low=16)
+    check_option(columns, "contact sheet columns", int, low=1)
+    check_option(workers, "contact sheet workers", int, low=1)
+    columns = max(1, min(columns, len(paths), (MAX_WIDTH - GAP) // (tile + GAP)))
+    boxes, headers, size = sheet_layout(groups, columns, tile, GAP + HEADER_HEIGHT * bool(title))
+    canvas = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
     if title:
-        draw.text((GAP, GAP), title, fill="black")
-    counts = dict(zip(*np.unique(groups, return_counts=True), strict=True))
-    for x, y, group in headers:
-        cores = int(is_core[groups == group].sum())
-        text = f"pseudo-class {group}: {counts[group]} picks ({cores} cores)"
-        draw.text((x, y + offset + 3), text, fill="black")
-    boxes = [(a, b + offset, c, d + offset) for a, b, c, d in boxes]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        thumbs = pool.map(lambda p: thumbnail(str(p), tile), paths)
+        draw.text((GAP, GAP + 3), title, fill="black", font=font)
+    for group, y in headers:
+        members = groups == group
+        text = f"pseudo-class {group}: {_count(int(members.sum()), 'pick')}"
+        text += f" ({_count(int(is_core[members].sum()), 'core')})"
+        draw.text((GAP, y + 3), text, fill="black", font=font)
+    with ThreadPoolExecutor(workers) as pool:
+        thumbs = pool.map(lambda p: thumbnail(str(p), tile - 2 * FRAME), paths)
         for (left, top, right, bottom), thumb, core in zip(boxes, thumbs, is_core, strict=True):
             if thumb is None:
                 draw.rectangle((left, top, right - 1, bottom - 1), fill=BROKEN_TILE)
@@ -199,7 +227,11 @@ def contact_sheet(
                 w, h = thumb.size
                 canvas.paste(thumb, (left + (tile - w) // 2, top + (tile - h) // 2))
             if core:
-                draw.rectangle((left, top, right - 1, bottom - 1), outline=CORE_FRAME, width=3)
+                draw.rectangle((left, top, right - 1, bottom - 1), outline=CORE_FRAME, width=FRAME)
+            if core and tile >= 48:  # on a smaller tile the tag would hide the picture
+                tag = draw.textbbox((left + FRAME + 1, top + FRAME), "core", font=font, anchor="lt")
+                draw.rectangle((left, top, tag[2] + 1, tag[3] + 1), fill=CORE_FRAME)
+                draw.text(tag[:2], "core", fill="white", font=font, anchor="lt")
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
     return boxes

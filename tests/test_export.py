@@ -1,5 +1,6 @@
 """The export of an unlabeled pool's picks: tables, Label Studio tasks and the contact sheet."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from PIL import Image
 from bilaf.cli import main
 from bilaf.errors import InputError
 from bilaf.export import (
+    BROKEN_TILE,
     CORE_FRAME,
     EXPORT_FILES,
+    MAX_WIDTH,
     contact_sheet,
     labelstudio_tasks,
     pick_roles,
@@ -23,6 +26,7 @@ from bilaf.export import (
 from tests.selection.contract import blobs
 
 COLOURS = [(230, 20, 20), (20, 200, 40), (30, 60, 220), (240, 200, 10)]
+MODES = [("RGB", "PNG"), ("RGB", "JPEG"), ("L", "PNG"), ("P", "PNG")]
 
 
 def solid(path, colour, mode="RGB", fmt=None, size=(40, 30)):
@@ -33,12 +37,20 @@ def solid(path, colour, mode="RGB", fmt=None, size=(40, 30)):
     return str(path)
 
 
+def expected_colour(i):
+    """What picture i looks like in RGB: its colour, or the colour's grey for a grey picture."""
+    colour = COLOURS[i % 4]
+    if MODES[i % 4][0] == "L":
+        return np.full(3, Image.new("RGB", (1, 1), colour).convert("L").getpixel((0, 0)))
+    return np.array(colour)
+
+
 @pytest.fixture
 def pictures(tmp_path):
     """30 readable pictures (RGB / grey / palette, PNG / JPEG) plus a corrupt and an empty file."""
     paths = []
     for i in range(30):
-        mode, fmt = [("RGB", "PNG"), ("RGB", "JPEG"), ("L", "PNG"), ("P", "PNG")][i % 4]
+        mode, fmt = MODES[i % 4]
         suffix = ".jpg" if fmt == "JPEG" else ".png"
         paths.append(solid(tmp_path / "imgs" / f"p{i}{suffix}", COLOURS[i % 4], mode, fmt))
     (tmp_path / "imgs" / "corrupt.png").write_bytes(b"\x89PNG garbage")
@@ -46,8 +58,12 @@ def pictures(tmp_path):
     return [*paths, str(tmp_path / "imgs" / "corrupt.png"), str(tmp_path / "imgs" / "empty.jpg")]
 
 
+def pool(n=5):
+    return [f"/p/{i}.png" for i in range(n)], [f"h{i}" for i in range(n)]
+
+
 def test_pick_table_follows_the_selection():
-    paths, hashes = [f"/p/{i}.png" for i in range(5)], [f"h{i}" for i in range(5)]
+    paths, hashes = pool()
     table = pick_table(np.array([3, 0]), paths, hashes, ["core", "boundary"], np.array([1, 0]))
     assert table.columns.tolist() == [
         "rank",
@@ -59,21 +75,31 @@ def test_pick_table_follows_the_selection():
         "score",
     ]
     assert table["rank"].tolist() == [1, 2] and table["row"].tolist() == [3, 0]
-    assert table["path"].tolist() == ["/p/3.png", "/p/0.png"] and table["sha256"][0] == "h3"
+    assert table["path"].tolist() == ["/p/3.png", "/p/0.png"]
+    assert table["sha256"].tolist() == ["h3", "h0"]
+    assert table["role"].tolist() == ["core", "boundary"]
+    assert table["pseudo_class"].tolist() == [1, 0]
     assert table["score"].isna().all()
+    scored = pick_table(np.array([4]), paths, hashes, ["baseline"], np.array([0]), np.array([0.5]))
+    assert scored["score"].tolist() == [0.5]
 
 
 @pytest.mark.parametrize(
-    "selection, roles, groups, match",
+    "selection, roles, groups, scores, hashes, match",
     [
-        ([0], ["judge"], [0], "unknown roles"),
-        ([0, 1], ["core"], [0, 0], "per pick"),
-        ([5], ["core"], [0], "outside the pool"),
+        ([0], np.array(["judge"]), [0], None, 5, r"unknown roles \['judge'\]"),
+        ([0, 1], ["core"], [0, 0], None, 5, "1 roles for 2 picks"),
+        ([0, 1], ["core"] * 2, [0], None, 5, "1 pseudo_class for 2 picks"),
+        ([0, 1], ["core"] * 2, [0, 0], [0.1], 5, "1 scores for 2 picks"),
+        ([0], ["core"], [0], None, 4, "4 hashes for 5 paths"),
+        ([5], ["core"], [0], None, 5, r"pick 5 lies outside the pool \[0, 5\)"),
+        ([-1], ["core"], [0], None, 5, "pick -1 lies outside"),
     ],
 )
-def test_pick_table_refuses_bad_input(selection, roles, groups, match):
+def test_pick_table_refuses_bad_input(selection, roles, groups, scores, hashes, match):
+    paths, _ = pool()
     with pytest.raises(InputError, match=match):
-        pick_table(np.array(selection), ["a"] * 5, ["h"] * 5, roles, np.array(groups))
+        pick_table(np.array(selection), paths, ["h"] * hashes, roles, np.array(groups), scores)
 
 
 def test_roles_by_method_kind():
@@ -86,10 +112,11 @@ def test_roles_by_method_kind():
 
 
 def test_label_studio_tasks_are_exactly_the_import_schema():
-    tasks = labelstudio_tasks(["a/img 1.png", "b.jpg"], "/data/local-files/?d=")
+    tasks = labelstudio_tasks(["a/img 1.png", "b.jpg", "c/#1?.png"], "/data/local-files/?d=")
     assert tasks == [
         {"data": {"image": "/data/local-files/?d=a/img%201.png"}},
         {"data": {"image": "/data/local-files/?d=b.jpg"}},
+        {"data": {"image": "/data/local-files/?d=c/%231%3F.png"}},
     ]
     assert labelstudio_tasks(["a/img 1.png"], "") == [{"data": {"image": "a/img 1.png"}}]
 
@@ -101,48 +128,129 @@ def test_written_picks_read_back(tmp_path):
     write_picks(table, out / "p.csv", out / "p.txt", out / "ls.json", ["x 2.png", "x 1.png"])
     pd.testing.assert_frame_equal(pd.read_csv(out / "p.csv"), table, check_dtype=False)
     assert (out / "p.txt").read_text() == "/pool/x 2.png\n/pool/x 1.png\n"
+    assert (out / "p.txt").read_text().splitlines() == table["path"].tolist()
     tasks = json.loads((out / "ls.json").read_text())
+    assert isinstance(tasks, list) and len(tasks) == 2
+    for task in tasks:  # nothing but what Label Studio's import expects, at any level
+        assert list(task) == ["data"] and list(task["data"]) == ["image"]
+        assert isinstance(task["data"]["image"], str)
     assert [t["data"]["image"] for t in tasks] == [
         "/data/local-files/?d=x%202.png",
         "/data/local-files/?d=x%201.png",
     ]
+    write_picks(table, out / "p.csv", out / "p.txt", out / "ls.json", ["x 2.png", "x 1.png"], "")
+    assert json.loads((out / "ls.json").read_text())[0] == {"data": {"image": "x 2.png"}}
     assert sorted(p.name for p in out.iterdir()) == ["ls.json", "p.csv", "p.txt"]
 
 
+def test_write_picks_needs_a_url_path_per_pick(tmp_path):
+    paths, hashes = pool()
+    table = pick_table(np.array([2, 1]), paths, hashes, ["baseline"] * 2, np.array([0, 1]))
+    with pytest.raises(InputError, match="1 URL paths for 2 picks"):
+        write_picks(table, tmp_path / "a.csv", tmp_path / "a.txt", tmp_path / "a.json", ["x"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def crimson(pixels):
+    """Which pixels (any shape ..., 3) are the core frame's colour."""
+    return np.abs(pixels - np.array(CORE_FRAME)).sum(-1) < 30
+
+
 def test_the_contact_sheet_has_one_tile_per_pick_grouped_by_pseudo_class(tmp_path, pictures):
-    groups = np.array([(i * 7) % 3 for i in range(len(pictures))])
-    is_core = np.zeros(len(pictures), dtype=bool)
-    is_core[[0, 5, 31]] = True
+    n, size = len(pictures), 64
+    groups = np.array([(9, 2, 5)[(i * 7) % 3] for i in range(n)])  # not sorted, not 0..G-1
+    is_core = np.zeros(n, dtype=bool)
+    is_core[[0, 5, 30]] = True  # 30: the corrupt file
     out = tmp_path / "sheet" / "s.png"
-    boxes = contact_sheet(pictures, groups, is_core, out, tile=32, columns=5, title="t")
+    boxes = contact_sheet(pictures, groups, is_core, out, tile=size, columns=5, title="t")
     sheet = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    assert len(boxes) == len(pictures)
+    assert len(boxes) == n
     h, w, _ = sheet.shape
     for i, (left, top, right, bottom) in enumerate(boxes):
+        assert right - left == bottom - top == size
         assert 0 <= left < right <= w and 0 <= top < bottom <= h
         for j in range(i):
             a = boxes[j]
             assert right <= a[0] or a[2] <= left or bottom <= a[1] or a[3] <= top, (i, j)
-    for g in (1, 2):  # each group starts on rows below the previous group, at the left margin
-        assert min(boxes[i][1] for i in np.flatnonzero(groups == g)) >= max(
-            boxes[i][3] for i in np.flatnonzero(groups == g - 1)
-        )
-        assert min(boxes[i][0] for i in np.flatnonzero(groups == g)) == boxes[0][0]
+
+    first = min(box[1] for box in boxes)
+    assert (sheet[: first - 20] < 100).any()  # the title line, above the first header
+    order = sorted(set(groups))
+    for lower, group in itertools.pairwise(order):
+        members = np.flatnonzero(groups == group)
+        below = min(boxes[i][1] for i in members)
+        assert below >= max(boxes[i][3] for i in np.flatnonzero(groups == lower))
+        assert (sheet[below - 15 : below, :] < 100).any()  # the group's header line
+    left_margin = min(box[0] for box in boxes)
+    for group in order:  # from the left margin, picks in input order
+        members = np.flatnonzero(groups == group)
+        assert boxes[members[0]][0] == left_margin
+        places = [(boxes[i][1], boxes[i][0]) for i in members]
+        assert places == sorted(places) and len(set(places)) == len(places)
+
     for i, (left, top, right, bottom) in enumerate(boxes):
-        tile = sheet[top + 4 : bottom - 4, left + 4 : right - 4]
-        border = sheet[top, left + 5 : right - 5]
-        if i < 30:  # readable: the picture's colour dominates its tile
-            mean = tile.reshape(-1, 3).mean(0)
-            want = np.array(Image.new("RGB", (1, 1), COLOURS[i % 4]).convert("L").getpixel((0, 0)))
-            if i % 4 in (0, 1, 3):  # colour modes keep the hue
-                assert np.argmax(mean) == np.argmax(COLOURS[i % 4]), (i, mean)
-            else:
-                assert abs(mean.mean() - want) < 40, (i, mean)
-        else:  # unreadable: a grey tile
-            assert np.abs(tile - tile.mean()).max() < 120 and 100 < tile.mean() < 220
-        framed = (np.abs(border - CORE_FRAME).sum(1) < 30).mean() > 0.8
-        assert framed == is_core[i], i
+        tile = sheet[top:bottom, left:right]
+        ring = np.concatenate([tile[:3].reshape(-1, 3), tile[-3:].reshape(-1, 3)])
+        ring = np.concatenate([ring, tile[:, :3].reshape(-1, 3), tile[:, -3:].reshape(-1, 3)])
+        assert crimson(ring).all() if is_core[i] else not crimson(tile).any(), i
+        if is_core[i]:  # the "core" tag: white letters on crimson in the top left corner
+            tag = tile[3:14, 3:26]
+            assert crimson(tag).any() and (tag.min(-1) > 200).any(), i
+        centre = tile[size // 2 - 4 : size // 2 + 4, size // 2 - 4 : size // 2 + 4]
+        if i < 30:  # readable: not blank, and the picture's colour at its centre
+            assert tile.std() > 0
+            assert np.abs(centre.reshape(-1, 3).mean(0) - expected_colour(i)).max() < 40, i
+        else:  # corrupt or empty: a grey tile with a darker cross
+            inner = tile[3:-3, 3:-3].reshape(-1, 3)
+            assert (inner == BROKEN_TILE).all(-1).mean() > 0.7, i
+            assert (inner.max(-1) < 150).any(), i
     assert sorted(p.name for p in out.parent.iterdir()) == ["s.png"]
+
+
+def test_thumbnails_are_upright_and_transparent_parts_white(tmp_path):
+    turned = Image.new("RGB", (80, 40), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° to display": a phone photo taken upright
+    turned.save(tmp_path / "turned.jpg", exif=exif)
+    clear = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
+    clear.paste((0, 0, 255, 255), (25, 25, 75, 75))
+    clear.save(tmp_path / "clear.png")
+    out = tmp_path / "s.png"
+    paths = [str(tmp_path / "turned.jpg"), str(tmp_path / "clear.png")]
+    boxes = contact_sheet(paths, np.zeros(2), np.zeros(2), out, tile=64)
+    sheet = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    left, top, right, bottom = boxes[0]
+    red = np.abs(sheet[top:bottom, left:right] - (255, 0, 0)).max(-1) < 30
+    rows, cols = np.nonzero(red)
+    assert np.ptp(rows) > 1.5 * np.ptp(cols)  # taller than wide, as shown upright
+    assert rows.min() >= 3 and rows.max() < 64 - 3  # inside the pad a core's frame takes
+    left, top, right, bottom = boxes[1]
+    corner = sheet[top + 5 : top + 14, left + 5 : left + 14]
+    assert (corner > 240).all()  # transparent shows white, not its hidden black
+
+
+def test_a_small_picture_fills_its_tile_with_sharp_pixels(tmp_path):
+    checker = np.kron(np.indices((4, 4)).sum(0) % 2, np.ones((7, 7))).astype(np.uint8) * 255
+    Image.fromarray(checker).save(tmp_path / "tiny.png")  # 28 x 28, as Fashion-MNIST
+    boxes = contact_sheet([str(tmp_path / "tiny.png")], [0], [False], tmp_path / "s.png", tile=62)
+    left, top, right, bottom = boxes[0]
+    tile = np.asarray(Image.open(tmp_path / "s.png").convert("L"))[top:bottom, left:right]
+    inner = tile[3:-3, 3:-3]  # the 56 x 56 picture: 28 px scaled by 2, nearest
+    np.testing.assert_array_equal(inner, np.kron(checker, np.ones((2, 2), dtype=np.uint8)))
+
+
+def test_a_wide_sheet_gets_fewer_columns(tmp_path, pictures):
+    boxes = contact_sheet(pictures[:20], np.zeros(20), np.zeros(20), tmp_path / "s.png", tile=300)
+    assert Image.open(tmp_path / "s.png").size[0] <= MAX_WIDTH
+    assert len({box[1] for box in boxes}) == 2  # 20 tiles of 300 px in two rows
+
+
+def test_the_contact_sheet_refuses_bad_input(tmp_path, pictures):
+    with pytest.raises(InputError, match="2 paths, 1 groups and 2 core flags"):
+        contact_sheet(pictures[:2], np.zeros(1), np.zeros(2), tmp_path / "s.png")
+    with pytest.raises(InputError, match="tile must be an integer >= 16"):
+        contact_sheet(pictures[:2], np.zeros(2), np.zeros(2), tmp_path / "s.png", tile=8)
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_the_export_stage_writes_every_file(tmp_path, pictures):
