@@ -278,7 +278,9 @@ def pool_outputs(dataset):
     """What an unlabeled pool's DAG ends in: every run's export and, with labels, the probes'
     predictions (CSV) and cross-validation (JSON) of every run and mode."""
     c = GRID[dataset]
-    outputs = [f for m, b, s in cells(dataset) for f in export_files(dataset, m, b, s).values()]
+    outputs = [
+        f for m, b, s in cells(dataset) for f in export_files(dataset, m, b, s).values()
+    ]
     if c["dataset"]["labels"]:
         outputs += [
             run_path("predictions", dataset, mode, m, b, s, ext)
@@ -429,7 +431,9 @@ def pool_root(w):
 
 def pool_flag(w):
     dataset = cfg(w)["dataset"]
-    return cli_flags({"--pool-dir": dataset["pool_dir"], "--pool-list": dataset["pool_list"]})
+    return cli_flags(
+        {"--pool-dir": dataset["pool_dir"], "--pool-list": dataset["pool_list"]}
+    )
 
 
 def largest_count(w):
@@ -444,7 +448,11 @@ def method_kind(w):
     """How an export names a method's picks: boundary (BiLAF: core or boundary), core (ActiveFT)
     or baseline."""
     base = parse_method(w.method)[0]
-    return "boundary" if base in BOUNDARY_METHODS else "core" if base == "activeft" else "baseline"
+    return (
+        "boundary"
+        if base in BOUNDARY_METHODS
+        else "core" if base == "activeft" else "baseline"
+    )
 
 
 def run_cores(w):

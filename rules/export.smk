@@ -1,6 +1,7 @@
 rule export:
     """An unlabeled pool's picks as files an annotation tool imports (picks.csv, picks.txt,
-    labelstudio.json) and a contact sheet of them by pseudo-class, to look at before labeling."""
+    labelstudio.json) and a contact sheet of them by pseudo-class, to look at before labeling.
+    """
     input:
         features=features_path("pool"),
         samples=features_path("pool", "samples.csv"),
@@ -40,7 +41,9 @@ rule labels:
     params:
         root=pool_root,
         url_prefix=param("export", "url_prefix"),
-        label_column=lambda w: cli_flags({"--label-column": cfg(w)["dataset"]["label_column"]}),
+        label_column=lambda w: cli_flags(
+            {"--label-column": cfg(w)["dataset"]["label_column"]}
+        ),
     shell:
         "bilaf labels --labels {input.labels:q} --samples {input.samples} --root {params.root:q} "
         "--url-prefix {params.url_prefix:q} {params.label_column} --out {output} 2> {log}"
@@ -48,7 +51,8 @@ rule labels:
 
 rule predict:
     """A probe trained on exactly a run's labeled picks: the rest of the pool predicted (path,
-    label, confidence), and its k-fold cross-validated accuracy on the picks (no test split)."""
+    label, confidence), and its k-fold cross-validated accuracy on the picks (no test split).
+    """
     input:
         features=features_path("pool"),
         samples=features_path("pool", "samples.csv"),

@@ -1,4 +1,4 @@
-"""The scan of an unlabeled pool: which files are images, in which order, and why the rest is out."""
+"""The scan of an unlabeled pool: which files are images, in what order, why the rest is out."""
 
 import hashlib
 import os
