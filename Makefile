@@ -12,17 +12,21 @@ CORES ?= all
 
 .PHONY: run pick test lint format data clean
 
-# make pick IMAGES=<folder or file of paths> BUDGET=<n> [LABELS=<labels file>] [METHODS="bilaf random"]
-# [CONFIG="cores=20 seeds=[0,1]"]: more config keys (ARGS takes other snakemake flags)
+# make pick IMAGES=<folder or file of paths> BUDGET=<n> [LABELS=<labels of the picks>]
+# [LABELED=<images labeled before>] [METHODS="bilaf random"]
+# [CONFIG="cores=20 seeds=[0,1]"]: more top-level keys; [CONFIGFILE=mine.yaml]: merged over
+# config/pick.yaml (any key, dataset's too); ARGS: other snakemake flags
 IMAGES ?=
 BUDGET ?= 500
 METHODS ?= bilaf
 NAME ?= $(basename $(notdir $(abspath $(IMAGES))))
 LABELS ?=
+LABELED ?=
 POOL_KEY = $(if $(shell [ -d "$(IMAGES)" ] && echo dir),pool_dir,pool_list)
-PICK_CONFIG = 'dataset={"name": "$(NAME)", "$(POOL_KEY)": "$(abspath $(IMAGES))"$(if $(LABELS),$(comma) "labels": "$(abspath $(LABELS))")}' \
+PICK_CONFIG = 'dataset={"name": "$(NAME)", "$(POOL_KEY)": "$(abspath $(IMAGES))"$(if $(LABELS),$(comma) "labels": "$(abspath $(LABELS))")$(if $(LABELED),$(comma) "labeled": "$(abspath $(LABELED))")}' \
 	'budgets=[$(BUDGET)]' 'methods=[$(subst $(space),$(comma),$(strip $(METHODS)))]' $(CONFIG)
 CONFIG ?=
+CONFIGFILE ?=
 comma := ,
 space := $(subst ,, )
 
@@ -33,7 +37,7 @@ run: $(STAMP) data
 pick: $(STAMP)
 	@[ -n "$(IMAGES)" ] || { echo 'usage: make pick IMAGES=<folder or file of paths> BUDGET=<n> [LABELS=<file>] [METHODS="bilaf random"]'; exit 2; }
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --show-failed-logs \
-	  --configfile config/pick.yaml --config $(PICK_CONFIG) $(ARGS)
+	  --configfile config/pick.yaml $(CONFIGFILE) --config $(PICK_CONFIG) $(ARGS)
 	@echo "picks to label: results/$(NAME)/export/<method>/B$(BUDGET)_s0/ (picks.csv, labelstudio.json, contact_sheet.png)"
 
 test: $(STAMP) data

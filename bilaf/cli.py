@@ -48,7 +48,7 @@ SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
         ("--normalize", bool, "L2-normalise features first (the paper's text)"),
     ],
 }
-JSON_LIST_OPTIONS = {"cores", "init_ids"}
+JSON_LIST_OPTIONS = {"cores", "init_ids", "labeled"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -124,7 +124,7 @@ def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     parser = sub.add_parser("select", help="select a budget of pool samples with one method")
     parser.set_defaults(
         func=cmd_select,
-        inputs=["features", "cores", "init_ids"],
+        inputs=["features", "cores", "init_ids", "labeled"],
         outputs={"out": has_manifest},
     )
     if "select" not in argv:
@@ -143,6 +143,12 @@ def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
         p.add_argument("--out", type=Path, required=True, help="JSON list of indices to write")
         p.add_argument("--device", default=None, help="torch device; default cuda if available")
         p.add_argument("--threads", type=count(1), default=None, help="torch CPU threads")
+        p.add_argument(
+            "--labeled",
+            type=Path,
+            default=argparse.SUPPRESS,
+            help="JSON list of pool ids already labeled: never picked, the budget is new picks",
+        )
         for flag, kind, text in SELECT_OPTIONS.get(name, []):
             kind_args = {"action": "store_true"} if kind is bool else {"type": kind}
             add_defaulted(p, flag, get_method(name), text, **kind_args)
@@ -155,6 +161,13 @@ def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
         )
 
 
+def read_ids(path: Path) -> Any:
+    """Sample ids from a JSON list, or the rows of a labels table (``bilaf labels``' output)."""
+    from bilaf.labels import is_pool_labels, read_pool_labels
+
+    return read_pool_labels(path)[0].tolist() if is_pool_labels(path) else read_json(path)
+
+
 def _option_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -165,10 +178,10 @@ def _option_value(text: str) -> Any:
 def cmd_select(args: argparse.Namespace) -> None:
     from bilaf.selection import get_method, select
 
-    named = [_dest(flag) for flag, _, _ in SELECT_OPTIONS.get(args.method, [])]
+    named = [_dest(flag) for flag, _, _ in SELECT_OPTIONS.get(args.method, [])] + ["labeled"]
     options = {key: getattr(args, key) for key in named if hasattr(args, key)}
     for key in JSON_LIST_OPTIONS & options.keys():
-        options[key] = read_json(options[key])
+        options[key] = read_ids(options[key])
     for item in args.option:
         key, eq, value = item.partition("=")
         if not (key and eq):
@@ -240,7 +253,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     predictions, metrics, names = _call(predict, args)
     write_predictions(args.out, predictions, names, args.root)
-    inputs = {key: getattr(args, key) for key in ("features", "samples", "selection", "labels")}
+    keys = ("features", "samples", "selection", "labels", "labeled")
+    inputs = {key: getattr(args, key) for key in keys if getattr(args, key)}
     write_with_manifest(args.metrics, metrics, inputs, {"mode": args.mode}, args.seed, "cpu")
     print(f"[predict] {metrics['note']}: {metrics['crossval_top1']:.1f} %", file=sys.stderr)
 
@@ -450,6 +464,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
     p.add_argument("--labels", type=Path, required=True, help="bilaf labels' table")
+    p.add_argument("--labeled", type=Path, default=None, help="labeled before: train on them too")
     p.add_argument("--root", type=Path, required=True, help="the folder the pool's names are in")
     add_defaulted(p, "--mode", predict, "the probe", choices=PROBE_MODES)
     add_defaulted(p, "--seed", predict, "seed of the cross-validation folds", type=count(0))
@@ -462,7 +477,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, required=True, help="cross-validation JSON")
     p.set_defaults(
         func=cmd_predict,
-        inputs=["features", "samples", "selection", "labels"],
+        inputs=["features", "samples", "selection", "labels", "labeled"],
         outputs={"out": is_plain_file, "metrics": has_manifest},
     )
 

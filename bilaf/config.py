@@ -368,7 +368,7 @@ def check_config(config: dict[str, Any]) -> None:
     if is_unlabeled(config):
         check_unlabeled(config)
         return
-    for key in ("pool_dir", "pool_list", "labels", "label_column"):
+    for key in ("pool_dir", "pool_list", "labels", "labeled", "label_column"):
         if dataset.get(key) is not None:
             source = dataset["source"]
             raise ConfigError(f"dataset.{key}: only for source {UNLABELED}, not {source}")
@@ -402,7 +402,7 @@ def check_unlabeled(config: dict[str, Any]) -> None:
             f"dataset: source {UNLABELED} reads exactly one of pool_dir (a folder of images) "
             "and pool_list (a file of image paths)"
         )
-    for key in ("pool_dir", "pool_list", "labels"):
+    for key in ("pool_dir", "pool_list", "labels", "labeled"):
         path = dataset[key]
         exists = Path(path).is_dir() if key == "pool_dir" else Path(path or "").is_file()
         if path is not None and not exists:

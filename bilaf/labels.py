@@ -420,6 +420,14 @@ def is_pool_labels(path: Path) -> bool:
         return False
 
 
+def read_pool_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(pool rows, labels) of a table :func:`write_pool_labels` wrote."""
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype={"label": str, "name": str})
+    return table["row"].to_numpy(np.int64), table["label"].to_numpy()
+
+
 def predict(
     features: str | Path,
     samples: str | Path,
@@ -427,6 +435,7 @@ def predict(
     labels: str | Path,
     root: str | Path,
     *,
+    labeled: str | Path | None = None,
     mode: str = "linear",
     seed: int = 0,
     c: float = 1.0,
@@ -435,7 +444,8 @@ def predict(
     knn_temperature: float = 0.07,
 ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
     """The stage ``bilaf predict``: (predictions, metrics, pool names) of :func:`predict_pool` on
-    the pool store ``features``, trained on the labeled picks of the ``selection`` file."""
+    the pool store ``features``, trained on the labeled picks of the ``selection`` file and the
+    images ``labeled`` before it (a table of :func:`write_pool_labels`), if any."""
     import pandas as pd
 
     from bilaf.features import open_features
@@ -445,12 +455,27 @@ def predict(
     names = pd.read_csv(samples, dtype={"name": str})["name"].to_numpy()
     if len(names) != feats.shape[0]:
         raise InputError(f"{samples} has {len(names)} rows, the store {feats.shape[0]}: re-extract")
-    given = pd.read_csv(labels, dtype={"label": str})
+    picks = read_selection(selection, feats.shape[0])
+    rows, values = read_pool_labels(labels)
+    if labeled is not None:
+        before, before_values = read_pool_labels(labeled)
+        label_before = dict(zip(before.tolist(), before_values.tolist(), strict=True))
+        pairs = zip(rows.tolist(), values.tolist(), strict=True)
+        differ = [r for r, v in pairs if label_before.get(r, v) != v]
+        if differ:
+            raise InputError(
+                f"pool row {differ[0]} ({names[differ[0]]}) has one label in {labels} and "
+                f"another in {labeled}: keep one"
+            )
+        keep = ~np.isin(before, rows)
+        picks = np.concatenate([picks, before])
+        rows = np.concatenate([rows, before[keep]])
+        values = np.concatenate([values, before_values[keep]])
     predictions, metrics = predict_pool(
         feats,
-        read_selection(selection, feats.shape[0]),
-        given["row"].to_numpy(np.int64),
-        given["label"].to_numpy(),
+        picks,
+        rows,
+        values,
         mode=mode,
         seed=seed,
         c=c,

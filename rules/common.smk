@@ -73,6 +73,7 @@ wildcard_constraints:
     backbone=r"[^/]+",
     source="|".join(sorted({c["dataset"]["source"] for c in GRID.values()})),
     split="pool|test",
+    given="labels|labeled",
     budget=r"\d+",
     seed=r"\d+",
     k=r"\d+",
@@ -209,9 +210,19 @@ def export_files(dataset, method, budget, seed):
     }
 
 
-def labels_path(dataset):
-    """The labels given for an unlabeled pool, checked and keyed by pool row."""
-    return f"{RESULTS}/{dataset}/labels.csv"
+def labels_path(dataset, given="labels"):
+    """Labels given for an unlabeled pool (dataset.labels: of the picks; dataset.labeled: of
+    images labeled before), checked and keyed by pool row."""
+    return f"{RESULTS}/{dataset}/{given}.csv"
+
+
+def labeled_input(w):
+    """The table of the images labeled before selection, when dataset.labeled names some."""
+    return [labels_path(w.dataset, "labeled")] if cfg(w)["dataset"]["labeled"] else []
+
+
+def labeled_flag(w, input):
+    return f"--labeled {input.labeled}" if input.labeled else ""
 
 
 def checkpoints_path(dataset):

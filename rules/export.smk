@@ -27,15 +27,15 @@ rule export:
 
 
 rule labels:
-    """The labels given for an unlabeled pool's picks (a CSV or a Label Studio export), checked
-    against the pool once and keyed by pool row."""
+    """Labels given for an unlabeled pool (of its picks, or of images labeled before; a CSV or
+    a Label Studio export), checked against the pool once and keyed by pool row."""
     input:
-        labels=param("dataset", "labels"),
+        labels=lambda w: cfg(w)["dataset"][w.given],
         samples=features_path("pool", "samples.csv"),
     output:
-        labels_path("{dataset}"),
+        labels_path("{dataset}", "{given}"),
     log:
-        log_path("labels"),
+        log_path("{given}"),
     conda:
         "../envs/bilaf.yaml"
     params:
@@ -58,6 +58,7 @@ rule predict:
         samples=features_path("pool", "samples.csv"),
         selection=selection_input,
         labels=lambda w: labels_path(w.dataset),
+        labeled=labeled_input,
     output:
         predictions=run_pattern("predictions", "csv"),
         metrics=run_pattern("predictions", "json"),
@@ -74,9 +75,11 @@ rule predict:
         max_iter=param("finetune", "max_iter"),
         knn_k=param("finetune", "knn_k"),
         knn_temperature=param("finetune", "knn_temperature"),
+        labeled=labeled_flag,
     shell:
         "bilaf predict --features {input.features} --samples {input.samples} "
-        "--selection {input.selection} --labels {input.labels} --root {params.root:q} "
+        "--selection {input.selection} --labels {input.labels} {params.labeled} "
+        "--root {params.root:q} "
         "--mode {wildcards.mode} "
         "--c {params.c} --max-iter {params.max_iter} --knn-k {params.knn_k} "
         "--knn-temperature {params.knn_temperature} --seed {wildcards.seed} "

@@ -2,6 +2,7 @@ rule core:
     """ActiveFT (SPEC §2): K cores; also the `activeft` method's selection at budget K."""
     input:
         features=features_path("pool"),
+        labeled=labeled_input,
     output:
         cores_path("{dataset}", "{k}", "{seed}"),
     log:
@@ -17,11 +18,12 @@ rule core:
         lr=param("activeft", "lr"),
         temperature=param("activeft", "temperature"),
         balance=param("activeft", "balance"),
+        labeled=labeled_flag,
     shell:
         "bilaf select activeft --features {input.features} --budget {wildcards.k} "
         "--seed {wildcards.seed} --iters {params.iters} --lr {params.lr} "
         "--temperature {params.temperature} --balance {params.balance} "
-        "--threads {threads} --out {output} 2> {log}"
+        "{params.labeled} --threads {threads} --out {output} 2> {log}"
 
 
 rule boundary:
@@ -29,6 +31,7 @@ rule boundary:
     input:
         features=features_path("pool"),
         cores=lambda w: cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed),
+        labeled=labeled_input,
     output:
         selection_path("{dataset}", "{method}", "{budget}", "{seed}"),
     log:
@@ -52,17 +55,19 @@ rule boundary:
         p_rm=bilaf_option("p_rm"),
         delta=bilaf_option("delta"),
         normalize=lambda w: "--normalize" if cfg(w)["bilaf"]["normalize"] else "",
+        labeled=labeled_flag,
     shell:
         "bilaf select bilaf --features {input.features} --cores {input.cores} "
         "--budget {wildcards.budget} --seed {wildcards.seed} --mode {params.mode} "
         "--k {params.k} --p-in {params.p_in} --p-rm {params.p_rm} --delta {params.delta} "
-        "{params.normalize} --threads {threads} --out {output} 2> {log}"
+        "{params.normalize} {params.labeled} --threads {threads} --out {output} 2> {log}"
 
 
 rule baseline:
     """A baseline selection method (SPEC §4) straight from the pool features."""
     input:
         features=features_path("pool"),
+        labeled=labeled_input,
     output:
         selection_path("{dataset}", "{method}", "{budget}", "{seed}"),
     log:
@@ -80,6 +85,7 @@ rule baseline:
         mem_mb=8000,
     params:
         method=lambda w: PIPELINE_METHODS[w.method][0],
+        labeled=labeled_flag,
     shell:
         "bilaf select {params.method} --features {input.features} --budget {wildcards.budget} "
-        "--seed {wildcards.seed} --threads {threads} --out {output} 2> {log}"
+        "--seed {wildcards.seed} {params.labeled} --threads {threads} --out {output} 2> {log}"

@@ -333,7 +333,7 @@ def test_unlabeled_pool_errors_name_the_key(tmp_path, dataset, edit, match):
         check_config(config)
 
 
-@pytest.mark.parametrize("key", ["pool_dir", "pool_list", "labels", "label_column"])
+@pytest.mark.parametrize("key", ["pool_dir", "pool_list", "labels", "labeled", "label_column"])
 def test_unlabeled_keys_are_refused_on_a_labeled_source(config, key):
     config["dataset"][key] = "x"
     check_schema(config, SCHEMA)

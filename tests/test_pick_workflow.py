@@ -156,3 +156,34 @@ def test_labels_of_the_picks_predict_the_rest(picked, pool):
             (workdir / f"results/mine/predictions/{mode}/bilaf/B20_s0.json").read_text()
         )
         assert metrics["n_train"] == 20 and "cross-validated" in metrics["note"]
+
+
+def test_images_labeled_before_are_never_picked_and_train_the_probes(picked, pool):
+    workdir, args = picked
+    _, truth = pool
+    before = [f"img_{i:04d}.png" for i in (1, 2, 3, 40, 41, 90)]
+    labeled = workdir / "before.csv"
+    pd.DataFrame({"path": before, "label": [truth[n] for n in before]}).to_csv(labeled, index=False)
+    extra = workdir / "before.yaml"
+    extra.write_text(f"dataset: {{labeled: {labeled}}}\nmethods: [bilaf, random, fds]\n")
+    result = snakemake(workdir, *args, str(extra))
+    assert result.returncode == 0, result.stderr[-4000:]
+    for method in ("bilaf", "random", "fds"):
+        table = pd.read_csv(workdir / f"results/mine/export/{method}/B20_s0/picks.csv")
+        assert len(table) == 20 and not {Path(p).name for p in table["path"]} & set(before)
+    picks = pd.read_csv(workdir / "results/mine/export/bilaf/B20_s0/picks.csv")
+    names = [Path(p).name for p in picks["path"]]
+    labels = workdir / "new_labels.csv"
+    pd.DataFrame({"path": names, "label": [truth[n] for n in names]}).to_csv(labels, index=False)
+    extra.write_text(
+        f"dataset: {{labeled: {labeled}, labels: {labels}}}\nmethods: [bilaf]\n"
+        "finetune: {modes: [linear]}\n"
+    )
+    result = snakemake(workdir, *args, str(extra))
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads(
+        (workdir / "results/mine/predictions/linear/bilaf/B20_s0.json").read_text()
+    )
+    assert metrics["n_train"] == 26  # the 20 picks and the 6 labeled before
+    predictions = pd.read_csv(workdir / "results/mine/predictions/linear/bilaf/B20_s0.csv")
+    assert len(predictions) == N_IMAGES - 26

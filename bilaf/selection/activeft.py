@@ -101,14 +101,21 @@ class _MaxSimilarity(torch.autograd.Function):
 
 
 def _loss(
-    feats: torch.Tensor, theta: torch.Tensor, temperature: float, balance: float
+    feats: torch.Tensor,
+    theta: torch.Tensor,
+    temperature: float,
+    balance: float,
+    fixed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SPEC §2 loss: −mean_i[s_i − log(e^{s_i} + λ·c_{k_i})].
 
     s_i = max_j f_i·θ̂_j/τ with k_i its argmax, c_j = Σ_l exp(θ̂_l^detached·θ̂_j/τ); written with
-    logaddexp/logsumexp so a large 1/τ cannot overflow.
+    logaddexp/logsumexp so a large 1/τ cannot overflow. ``fixed``: unit centroids that take part
+    in both terms but do not move (the labeled samples, already cores).
     """
     centres = F.normalize(theta, dim=1)
+    if fixed is not None:
+        centres = torch.cat([fixed, centres])
     s, k = _MaxSimilarity.apply(feats, centres)
     s = s / temperature
     log_c = torch.logsumexp(centres.detach() @ centres.T / temperature, dim=0)
@@ -122,10 +129,11 @@ def _step(
     opt: torch.optim.Optimizer,
     temperature: float,
     balance: float,
+    fixed: torch.Tensor | None = None,
 ) -> None:
     """One Adam step of the SPEC §2 loss on the (already normalised) rows ``feats``."""
     opt.zero_grad()
-    _loss(feats, theta, temperature, balance).backward()
+    _loss(feats, theta, temperature, balance, fixed).backward()
     opt.step()
 
 
@@ -156,10 +164,14 @@ def _shortlists(
 
 
 def stream_readout(
-    blocks: Blocks, n: int, centres: torch.Tensor, shortlist: int = SHORTLIST
+    blocks: Blocks,
+    n: int,
+    centres: torch.Tensor,
+    shortlist: int = SHORTLIST,
+    labeled: np.ndarray | None = None,
 ) -> np.ndarray:
     """SPEC §2 readout, exact and streamed: centroid j = 0..K-1 in turn takes its most similar
-    sample not yet taken.
+    sample not yet taken (a ``labeled`` one counts as taken from the start).
 
     A shortlist is the top of one centroid's exact order among samples untaken at the pass, so its
     first entry still untaken is the exact answer. Only when earlier centroids took a whole
@@ -169,6 +181,8 @@ def stream_readout(
     k = centres.shape[0]
     depth = min(shortlist, n)
     taken = np.zeros(n, dtype=bool)
+    if labeled is not None:
+        taken[labeled] = True
     picks = np.empty(k, dtype=np.int64)
     j = 0
     while j < k:
@@ -198,6 +212,7 @@ def activeft(
     balance: float = 1.0,
     init_ids: Any = None,
     batch_size: int | None = None,
+    labeled: np.ndarray | None = None,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """ActiveFT (Xie et al. CVPR 2023, SPEC §2): ``budget`` = K core indices, sorted ascending.
@@ -206,8 +221,10 @@ def activeft(
     ``np.random.default_rng(seed)``, L2-normalised; then ``iters`` Adam steps (``lr``, no schedule)
     on the full pool, or, with ``batch_size``, each on a fresh seeded random batch of that many rows
     (the ImageNet recipe: 100 iterations of 100k rows); the pool is read into memory once. All
-    randomness comes from that one numpy generator. ``device`` defaults to CUDA when available;
-    CPU results are the reference.
+    randomness comes from that one numpy generator. ``labeled`` samples (ids) count as cores
+    already: fixed centroids in the loss (the K free ones spread over what they leave uncovered,
+    initial rows drawn from the others) that the readout never returns. ``device`` defaults to
+    CUDA when available; CPU results are the reference.
     """
     _check_options(iters, lr, temperature, balance, batch_size)
     pool, centres = fit_centres(
@@ -220,9 +237,10 @@ def activeft(
         balance=balance,
         init_ids=init_ids,
         batch_size=batch_size,
+        labeled=labeled,
         device=device,
     )
-    return readout(pool, centres)
+    return readout(pool, centres, labeled=labeled)
 
 
 def fit_centres(
@@ -237,13 +255,16 @@ def fit_centres(
     init_ids: Any,
     batch_size: int | None,
     device: str | torch.device | None,
+    labeled: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ActiveFT's optimisation (options as :func:`activeft`, checked there): the pool as read
-    (n, d) and the K unit centroids (K, d) the readout matches to samples."""
+    (n, d) and the K free unit centroids (K, d) the readout matches to samples."""
     dev = resolve_device(device)
     n = features.shape[0]
     rng = np.random.default_rng(seed)
-    if init_ids is None:
+    if init_ids is None and labeled is not None:
+        init = rng.choice(np.setdiff1d(np.arange(n), labeled), size=budget, replace=False)
+    elif init_ids is None:
         init = rng.choice(n, size=budget, replace=False)
     else:
         init = check_ids(init_ids, n, "init_ids")
@@ -257,6 +278,7 @@ def fit_centres(
     pool = _load(features, dev)
     theta = pool[torch.from_numpy(init).to(dev)].clone()
     theta.requires_grad_(True)
+    fixed = None if labeled is None else pool[torch.from_numpy(labeled).to(dev)]
     opt = torch.optim.Adam([theta], lr=lr)
     full = batch_size is None or batch_size >= n
     for _ in range(iters):
@@ -265,7 +287,7 @@ def fit_centres(
         else:
             batch = np.sort(rng.choice(n, size=batch_size, replace=False))
             feats = pool[torch.from_numpy(batch).to(dev)]
-        _step(feats, theta, opt, temperature, balance)
+        _step(feats, theta, opt, temperature, balance, fixed)
     return pool, F.normalize(theta.detach(), dim=1)
 
 
@@ -275,12 +297,13 @@ def readout(
     *,
     row_chunk: int = ROW_CHUNK,
     shortlist: int = SHORTLIST,
+    labeled: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The samples :func:`stream_readout` matches to ``centres``, read from ``pool`` in blocks of
-    ``row_chunk`` rows, sorted ascending (ActiveFT's output)."""
+    """The samples :func:`stream_readout` matches to ``centres`` (never a ``labeled`` one), read
+    from ``pool`` in blocks of ``row_chunk`` rows, sorted ascending (ActiveFT's output)."""
     n = pool.shape[0]
 
     def blocks() -> Iterator[tuple[int, torch.Tensor]]:
         return ((s, pool[s : s + row_chunk]) for s in range(0, n, row_chunk))
 
-    return np.sort(stream_readout(blocks, n, centres, shortlist=shortlist))
+    return np.sort(stream_readout(blocks, n, centres, shortlist=shortlist, labeled=labeled))

@@ -4,6 +4,11 @@ A method is a plain function ``fn(features, budget, seed, **options) -> np.ndarr
 with :func:`register` under its module's name in ``METHOD_MODULES``. :func:`select` is the only
 entry point callers use: it checks the input once (shape, finiteness, budget) and the output once
 (length, range, uniqueness), so every method is held to the same contract.
+
+Already labeled samples (``select(..., labeled=ids)``) are never picked again and the budget
+counts new picks only. A method whose signature takes ``labeled`` uses them as its paper would
+(FDS starts its coverage from them; ActiveFT and BiLAF count them as cores); any other method
+selects from the remaining rows, as if the labeled ones were not in the pool.
 """
 
 from __future__ import annotations
@@ -118,14 +123,15 @@ def check_features(features: Any) -> None:
             raise SelectionError(f"features row {row} is not finite (NaN or inf): fix extraction")
 
 
-def check_budget(budget: int, n: int) -> None:
-    """Raise SelectionError unless 1 <= budget <= n."""
+def check_budget(budget: int, n: int, labeled: int = 0) -> None:
+    """Raise SelectionError unless 1 <= budget <= n - labeled (new picks of an n-row pool)."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise SelectionError(f"budget must be an integer, got {budget!r}")
     if budget < 1:
         raise SelectionError(f"budget {budget} must be at least 1")
-    if budget > n:
-        raise SelectionError(f"budget {budget} exceeds the pool size {n}: lower the budget")
+    if budget > n - labeled:
+        rest = f" less its {labeled} labeled samples" if labeled else ""
+        raise SelectionError(f"budget {budget} exceeds the pool size {n}{rest}: lower the budget")
 
 
 def check_ids(
@@ -158,7 +164,7 @@ def check_options(method: str, fn: Method, options: dict[str, Any]) -> None:
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    known = [name for name in params if name not in ("features", "budget", "seed")]
+    known = [name for name in params if name not in ("features", "budget", "seed", "labeled")]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise SelectionError(
@@ -166,17 +172,53 @@ def check_options(method: str, fn: Method, options: dict[str, Any]) -> None:
         )
 
 
+class RowSubset:
+    """Rows ``rows`` (sorted ids) of a feature array, read lazily like the array itself: the pool
+    a method without a use for labeled samples sees when they are left out."""
+
+    def __init__(self, features: Any, rows: np.ndarray) -> None:
+        self.features, self.rows = features, rows
+        self.shape = (rows.size, features.shape[1])
+        self.dtype = features.dtype
+
+    def __len__(self) -> int:
+        return self.rows.size
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.features[self.rows[key]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[:], dtype=dtype)
+
+
 def select(
-    method: str, features: FeatureSource, budget: int, seed: int = 0, **options: Any
+    method: str,
+    features: FeatureSource,
+    budget: int,
+    seed: int = 0,
+    *,
+    labeled: Any = None,
+    **options: Any,
 ) -> np.ndarray:
-    """Select ``budget`` pool indices with ``method``; checks the contract on both sides."""
+    """Select ``budget`` pool indices with ``method``; checks the contract on both sides.
+
+    ``labeled``: ids of samples already labeled (module docstring), none of them picked.
+    """
     fn = get_method(method)
     check_options(method, fn, options)
     feats = load_features(features)
     check_features(feats)
     n = feats.shape[0]
-    check_budget(budget, n)
-    picked = np.asarray(fn(feats, int(budget), int(seed), **options), dtype=np.int64)
+    done = np.zeros(0, np.int64) if labeled is None else check_ids(labeled, n, "labeled")
+    check_budget(budget, n, done.size)
+    if not done.size:
+        picked = fn(feats, int(budget), int(seed), **options)
+    elif "labeled" in inspect.signature(fn).parameters:
+        picked = fn(feats, int(budget), int(seed), labeled=done, **options)
+    else:
+        rest = np.setdiff1d(np.arange(n), done)
+        picked = rest[np.asarray(fn(RowSubset(feats, rest), int(budget), int(seed), **options))]
+    picked = np.asarray(picked, dtype=np.int64)
     if picked.ndim != 1 or picked.size != budget:
         raise RuntimeError(f"{method} returned {picked.size} indices for budget {budget}")
     if picked.size and (picked.min() < 0 or picked.max() >= n):
@@ -184,4 +226,6 @@ def select(
     may_repeat = ALLOWS_DUPLICATES.get(method, lambda _: False)(options)
     if not may_repeat and np.unique(picked).size != picked.size:
         raise RuntimeError(f"{method} returned a sample twice")
+    if np.isin(picked, done).any():
+        raise RuntimeError(f"{method} picked a sample already labeled")
     return picked

@@ -3,7 +3,9 @@
 Each step picks the sample farthest (Euclidean) from everything picked so far. The official
 BiLAF baseline recomputes all distances to the selected set every step (O(n·B²)); keeping each
 sample's distance to its nearest pick and updating it with the newest pick alone gives the same
-picks in O(n·B): one matrix-vector product per pick.
+picks in O(n·B): one matrix-vector product per pick. Already labeled samples are where the
+coverage starts (the k-center greedy of the active learning setting): the first pick is then the
+sample farthest from all of them.
 """
 
 from __future__ import annotations
@@ -18,11 +20,19 @@ from bilaf.selection.neighbors import load_centred, sq_norms
 
 
 @register()
-def fds(features: Any, budget: int, seed: int, *, device: str | None = None) -> np.ndarray:
+def fds(
+    features: Any,
+    budget: int,
+    seed: int,
+    *,
+    labeled: np.ndarray | None = None,
+    device: str | None = None,
+) -> np.ndarray:
     """K-center greedy: ``budget`` indices in pick order (ties: lowest index).
 
-    The first pick is ``np.random.default_rng(seed).integers(n)``; each later pick maximises the
-    distance to its nearest earlier pick.
+    The first pick is ``np.random.default_rng(seed).integers(n)``, or with ``labeled`` (ids, as
+    :func:`~bilaf.selection.base.select` passes them) the sample farthest from every labeled
+    one; each later pick maximises the distance to its nearest earlier pick or labeled sample.
     """
     x = load_centred(features, device)
     dev = x.device
@@ -32,12 +42,21 @@ def fds(features: Any, budget: int, seed: int, *, device: str | None = None) -> 
     # duplicate of a pick (distance ~0 after rounding) still outranks the picks themselves.
     min_d2 = torch.full((n,), float("inf"), device=dev)
     d2 = torch.empty(n, device=dev)
-    picks = [int(np.random.default_rng(seed).integers(n))]
-    for _ in range(budget - 1):
-        last = picks[-1]
-        min_d2[last] = float("-inf")
+
+    def cover(centre: int) -> None:
+        """Fold ``centre`` into every sample's nearest distance; it can never be picked."""
+        min_d2[centre] = float("-inf")
         # ||x_i - c||² = ||x_i||² + ||c||² - 2 x_i·c
-        torch.addmv(x_sq + x_sq[last], x, x[last], alpha=-2.0, out=d2)
+        torch.addmv(x_sq + x_sq[centre], x, x[centre], alpha=-2.0, out=d2)
         torch.minimum(min_d2, d2, out=min_d2)
+
+    if labeled is not None and len(labeled):
+        for done in labeled:
+            cover(int(done))
+        picks = [int(torch.argmax(min_d2))]
+    else:
+        picks = [int(np.random.default_rng(seed).integers(n))]
+    for _ in range(budget - 1):
+        cover(picks[-1])
         picks.append(int(torch.argmax(min_d2)))
     return np.asarray(picks, dtype=np.int64)

@@ -34,6 +34,8 @@ class SelectionContract:
     # Option of the method -> the tests (of the subclass's module or class) that exercise it;
     # `device` is the contract's own test_option_device.
     option_tests: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Does the method take already labeled samples? (BiLAF's reference mode refuses them.)
+    takes_labeled: ClassVar[bool] = True
 
     def test_every_option_has_a_test(self):
         params = inspect.signature(get_method(self.method)).parameters
@@ -58,6 +60,24 @@ class SelectionContract:
         return select(
             self.method, features, self.budget if budget is None else budget, seed, **self.options
         )
+
+    def test_labeled_samples_are_never_picked(self):
+        feats = blobs()
+        labeled = np.arange(3, 400, 9)  # 45 rows spread over the pool
+        if not self.takes_labeled:
+            with pytest.raises(SelectionError, match="labeled"):
+                select(self.method, feats, self.budget, 0, labeled=labeled, **self.options)
+            return
+        picked = select(self.method, feats, self.budget, 0, labeled=labeled, **self.options)
+        assert picked.shape == (self.budget,) and not np.isin(picked, labeled).any()
+        assert np.unique(picked).size == self.budget or not self.unique
+        again = select(self.method, feats, self.budget, 0, labeled=labeled, **self.options)
+        np.testing.assert_array_equal(picked, again)
+        if "labeled" not in inspect.signature(get_method(self.method)).parameters:
+            rest = np.setdiff1d(np.arange(400), labeled)  # as if they were not in the pool
+            np.testing.assert_array_equal(picked, rest[self.run(feats[rest])])
+        with pytest.raises(SelectionError, match="exceeds the pool size 60 less its 30 labeled"):
+            select(self.method, feats[:60], 31, 0, labeled=np.arange(30), **self.options)
 
     def test_exact_budget_unique_in_range(self):
         feats = blobs()

@@ -34,6 +34,11 @@ class TestActiveFT(SelectionContract):
         "balance": ("test_matches_official_cores", "test_fast_gradient_equals_full_autograd"),
         "init_ids": ("test_matches_official_cores", "test_bad_init_ids_rejected"),
         "batch_size": ("test_batch_mode_matches_brute_force_readout_and_sources",),
+        "labeled": (
+            "test_labeled_samples_are_never_picked",
+            "test_labeled_are_fixed_centroids_of_the_loss",
+            "test_labeled_samples_steer_the_free_centroids",
+        ),
     }
 
 
@@ -187,3 +192,38 @@ def test_bad_init_ids_rejected(init_ids, match):
 def test_bad_options_rejected(option, value):
     with pytest.raises(SelectionError, match=option):
         select("activeft", blobs(), 40, 0, **{option: value})
+
+
+def test_labeled_are_fixed_centroids_of_the_loss():
+    """The SPEC §2 loss over [labeled rows, free centroids], full autograd: same value, and
+    the gradient reaches the free centroids only."""
+    torch.manual_seed(1)
+    feats = F.normalize(torch.randn(200, 10, dtype=torch.float64), dim=1)
+    fixed = feats[[3, 50, 120]]
+    theta = torch.randn(6, 10, dtype=torch.float64)
+    literal = theta.clone().requires_grad_(True)
+    centres = torch.cat([fixed, F.normalize(literal, dim=1)])
+    s, k = (feats @ centres.T / 0.07).max(dim=1)
+    c = torch.exp(centres.detach() @ centres.T / 0.07).sum(dim=0)
+    want = -(s - torch.log(torch.exp(s) + c[k])).mean()
+    want.backward()
+    fast = theta.clone().requires_grad_(True)
+    got = _loss(feats, fast, 0.07, 1.0, fixed)
+    got.backward()
+    assert math.isclose(got.item(), want.item(), rel_tol=1e-10)
+    torch.testing.assert_close(fast.grad, literal.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_labeled_samples_steer_the_free_centroids():
+    """fit_centres puts the labeled rows in the loss: from the same initial rows, the free
+    centroids end elsewhere than when the labeled rows are merely left out of the pool; near a
+    labeled sample a free centroid is pushed away from it (the diversity term)."""
+    feats = blobs(n=300, d=8, seed=5)
+    labeled = np.arange(0, 300, 10)
+    rest = np.setdiff1d(np.arange(300), labeled)
+    options = {"iters": 50, "lr": 0.05, "temperature": 0.07, "balance": 1.0, "init_ids": None}
+    _, given = fit_centres(feats, 12, 0, **options, batch_size=None, device="cpu", labeled=labeled)
+    _, left_out = fit_centres(feats[rest], 12, 0, **options, batch_size=None, device="cpu")
+    assert (given - left_out).abs().max() > 1e-3
+    fixed = F.normalize(torch.from_numpy(feats[labeled]), dim=1)
+    assert (given @ fixed.T).max() < (left_out @ fixed.T).max()

@@ -71,6 +71,7 @@ BILAF_OPTION_TESTS = {
     "n_cores": ("test_n_cores_takes_the_seeds_activeft_cores",),
     "mode": ("test_paper_mode_on_fixtures", "test_reference_mode_matches_the_official_code"),
     "normalize": ("test_normalize_equals_running_on_normalised_features",),
+    "labeled": ("test_labeled_samples_are_never_picked", "test_labeled_samples_lead_classes"),
     # k, p_in, p_rm, delta: the transcriptions (test_bilaf_plain) vary them; the fixtures too
     **{
         key: ("test_paper_mode_on_fixtures", "test_bad_options_rejected")
@@ -92,6 +93,7 @@ class TestBilafReference(SelectionContract):
     method = "bilaf"
     options: ClassVar[dict[str, Any]] = {"n_cores": 8, "mode": "reference"}
     unique = False
+    takes_labeled = False
     option_tests = BILAF_OPTION_TESTS
 
 
@@ -248,3 +250,22 @@ def test_paper_mode_distance_paths_agree(path):
     feats, case = load_case(path)
     blocks = run_limited(feats, case, "paper", whole_matrix=0)
     np.testing.assert_array_equal(run_limited(feats, case, "paper", whole_matrix=1 << 40), blocks)
+
+
+def test_labeled_samples_lead_classes():
+    """Labeled samples are cores already: BiLAF runs with them before its own cores, on the
+    budget plus them, and leaves them out; their classes get boundary picks too."""
+    from bilaf.selection.bilaf.plain import plain_bilaf
+    from bilaf.selection.bilaf.pseudo_classes import nearest_cores
+
+    feats = blobs(n=300, d=8)
+    labeled, cores = np.array([5, 77, 150]), np.array([10, 40, 90, 200, 260])
+    picked = select("bilaf", feats, 30, 0, cores=cores, labeled=labeled)
+    all_cores = np.concatenate([labeled, cores])
+    options = {"k": 10, "p_in": 0.1, "p_rm": 0.1, "delta": 1.1}
+    whole = plain_bilaf(feats, all_cores, 33, mode="paper", **options)
+    np.testing.assert_array_equal(picked, [i for i in whole if i not in labeled])
+    nearest, _ = nearest_cores(feats[picked], feats[all_cores], 1)
+    assert set(nearest[:, 0]) & {0, 1, 2}  # picks in the labeled samples' classes
+    with pytest.raises(SelectionError, match="cores include labeled"):
+        select("bilaf", feats, 30, 0, cores=cores, labeled=np.array([10]))

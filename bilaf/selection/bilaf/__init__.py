@@ -102,9 +102,16 @@ def _check_options(mode: str, k: int, p_in: float, p_rm: float, delta: float) ->
 
 
 def _resolve_cores(
-    features: Any, budget: int, seed: int, cores: Any, n_cores: Any, device: Any
+    features: Any,
+    budget: int,
+    seed: int,
+    cores: Any,
+    n_cores: Any,
+    device: Any,
+    labeled: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The core ids in the given order: ``cores`` checked, or ``n_cores`` picked by ActiveFT."""
+    """The core ids in the given order: ``cores`` checked, or ``n_cores`` picked by ActiveFT
+    (which counts the ``labeled`` samples as cores already)."""
     n = features.shape[0]
     if cores is not None:
         ids = check_ids(cores, n, "cores")
@@ -122,7 +129,7 @@ def _resolve_cores(
             raise SelectionError(
                 f"budget {budget} < {n_cores} cores: raise the budget or lower the core count"
             )
-        ids = select("activeft", features, int(n_cores), seed, device=device)
+        ids = select("activeft", features, int(n_cores), seed, labeled=labeled, device=device)
     if budget < ids.size:
         raise SelectionError(
             f"budget {budget} < {ids.size} cores: raise the budget or lower the core count"
@@ -144,6 +151,7 @@ def bilaf(
     p_rm: float = 0.1,
     delta: float = 1.1,
     normalize: bool = False,
+    labeled: np.ndarray | None = None,
     device: Any = None,
 ) -> np.ndarray:
     """BiLAF: the cores plus ``budget`` − K boundary samples, clusters in core order (SPEC §3).
@@ -157,9 +165,34 @@ def bilaf(
     and classes that run dry are topped up with the best remaining scores over the pool (denoised
     members first), appended after the classes. Reference mode raises SelectionError where the
     official code breaks (identical cores, a class with no budget).
+
+    ``labeled`` samples (ids; paper mode) are cores already: each leads a pseudo-class of its own
+    that gets its share of boundary picks, and is left out of the output, so the ``budget`` is
+    the K new cores and the boundary picks of every class.
     """
     _check_options(mode, k, p_in, p_rm, delta)
-    core_ids = _resolve_cores(features, budget, seed, cores, n_cores, device)
+    core_ids = _resolve_cores(features, budget, seed, cores, n_cores, device, labeled)
+    if labeled is not None and len(labeled):
+        if mode == "reference":
+            raise SelectionError(
+                "labeled samples need mode='paper': the official code (reference) has no "
+                "labeled set"
+            )
+        if np.isin(core_ids, labeled).any():
+            raise SelectionError("the cores include labeled samples: they are cores already")
+        kept = bilaf(
+            features,
+            budget + len(labeled),
+            seed,
+            cores=np.concatenate([labeled, core_ids]),
+            k=k,
+            p_in=p_in,
+            p_rm=p_rm,
+            delta=delta,
+            normalize=normalize,
+            device=device,
+        )
+        return kept[~np.isin(kept, labeled)]
     if mode == "reference" and core_ids.size < 2:
         raise SelectionError(
             "reference mode needs at least 2 cores (it scores by the nearest other)"
