@@ -122,8 +122,8 @@ def _table(
     csv_rows: bool = False,
 ) -> list[Entry]:
     """Entries of flat (where, record) pairs (CSV rows, JSON_MIN tasks) by their ``columns``: the
-    path and label columns by name. A JSON_MIN task without the label key (not annotated) is
-    skipped."""
+    path and label columns by name. A task not annotated is skipped: a JSON_MIN task without the
+    label key, or a Label Studio CSV row (it has an ``annotation_id`` column) with no label."""
     path_key = _column(columns, PATH_COLUMNS)
     if path_key is None:
         raise InputError(
@@ -131,9 +131,11 @@ def _table(
             f"{columns}"
         )
     label_key = _label_column(path, columns, label_column)
+    label_studio = _column(columns, ("annotation_id",)) is not None
     entries, skipped = [], 0
     for where, record in records:
-        if label_key not in record and not csv_rows:
+        unannotated = label_studio and not (record.get(label_key) or "").strip()
+        if unannotated or (label_key not in record and not csv_rows):
             skipped += 1
             continue
         value, label = record.get(path_key), record.get(label_key)

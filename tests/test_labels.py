@@ -378,3 +378,34 @@ def test_write_predictions_gives_absolute_paths_in_row_order(tmp_path, monkeypat
         "confidence": [0.5],
     }
     assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv"]
+
+
+def test_the_labels_stage_refuses_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from bilaf.cli import main
+
+    samples = tmp_path / "pool.samples.csv"
+    pd.DataFrame({"row": range(len(NAMES)), "name": NAMES}).to_csv(samples, index=False)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,kind\nd.png,cat\n")
+    out = tmp_path / "out" / "labels.csv"
+    args = ["labels", "--labels", str(labels), "--samples", str(samples), "--root", "pool"]
+    assert main([*args, "--label-column", "species", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "species" in err[0] and str(labels) in err[0]
+    assert not out.parent.exists()
+    labels.write_text("path,label\nd.png,cat\na/c.png,dog\n")
+    assert main([*args, "--out", str(out)]) == 0
+    assert out.read_text().splitlines() == ["row,name,label", "1,a/c.png,dog", "2,d.png,cat"]
+
+
+def test_a_label_studio_csv_row_not_annotated_is_skipped(tmp_path, root, capsys):
+    path = labels_file(
+        tmp_path,
+        "export.csv",
+        f"image,id,choice,annotation_id\n{URL}d.png,1,cat,7\n{URL}a/c.png,2,,\n",
+    )
+    assert read(path, root) == ([2], ["cat"])
+    assert "1 tasks have no annotation" in capsys.readouterr().err
+    plain = labels_file(tmp_path, "plain.csv", "path,label\nd.png,cat\na/c.png,\n")
+    with pytest.raises(InputError, match="empty or non-text label"):
+        read(plain, root)  # a plain CSV's empty label is a mistake, not a skipped task

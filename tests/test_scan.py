@@ -186,3 +186,24 @@ def test_write_scan_is_atomic(tmp_path, tree):
         "pool_whole.jpg",
         "s.csv",
     ]
+
+
+@pytest.mark.parametrize(
+    "make, budget, message",
+    [
+        (lambda root: None, 1, "holds no files: nothing to select from"),
+        (lambda root: (root / "a.jpg").write_text("x"), 1, "none of its 1 files is a readable"),
+        (lambda root: picture(root / "a.png", 1), 2, "budget 2 exceeds the 1 readable images"),
+    ],
+    ids=["empty folder", "no readable image", "budget over the readable images"],
+)
+def test_bad_pools_are_one_line_and_nothing_written(tmp_path, capsys, make, budget, message):
+    root = tmp_path / "pool"
+    root.mkdir()
+    make(root)
+    out = tmp_path / "out"
+    args = ["scan", "--pool-dir", str(root), "--min-images", str(budget)]
+    assert main([*args, "--out", str(out / "i.csv"), "--skipped", str(out / "s.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bilaf scan: error: ") and message in err[0]
+    assert not out.exists()
