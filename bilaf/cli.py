@@ -16,7 +16,7 @@ from bilaf.audit import has_manifest, write_with_manifest
 from bilaf.data import DOWNLOAD_TIMEOUT, is_samples_file
 from bilaf.devices import device_used, set_threads
 from bilaf.errors import BilafError, InputError
-from bilaf.finetune import PROBE_MODES, is_model_file
+from bilaf.finetune import PROBE_MODES, PROBE_OPTIONS, is_model_file
 from bilaf.io import (
     Ownership,
     check_outputs_apart,
@@ -251,7 +251,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from bilaf.labels import predict, write_predictions
 
     set_threads(args.threads)
-    predictions, metrics, names = _call(predict, args)
+    probe = {key: getattr(args, key) for key in PROBE_OPTIONS if hasattr(args, key)}
+    predictions, metrics, names = _call(predict, args, **probe)
     write_predictions(args.out, predictions, names, args.root)
     keys = ("features", "samples", "selection", "labels", "labeled")
     inputs = {key: getattr(args, key) for key in keys if getattr(args, key)}
@@ -367,6 +368,14 @@ def add_defaulted(p: argparse.ArgumentParser, flag: str, fn: Any, text: str, **k
     p.add_argument(flag, default=argparse.SUPPRESS, help=text + shown, **kw)
 
 
+def add_probe_options(p: argparse.ArgumentParser, finetune: Any) -> None:
+    """The probes' flags (bilaf.finetune.PROBE_OPTIONS), defaults from ``finetune``."""
+    add_defaulted(p, "--c", finetune, "linear: inverse L2 strength (sklearn C)", type=float)
+    add_defaulted(p, "--max-iter", finetune, "linear: L-BFGS iterations", type=count(1))
+    add_defaulted(p, "--knn-k", finetune, "knn: neighbours", type=count(1))
+    add_defaulted(p, "--knn-temperature", finetune, "knn: vote temperature", type=float)
+
+
 def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     """The CLI; of `select`, only the parsers of the methods ``argv`` names (all when none)."""
     from bilaf.audit import audit
@@ -468,10 +477,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, required=True, help="the folder the pool's names are in")
     add_defaulted(p, "--mode", predict, "the probe", choices=PROBE_MODES)
     add_defaulted(p, "--seed", predict, "seed of the cross-validation folds", type=count(0))
-    add_defaulted(p, "--c", predict, "linear: inverse L2 strength (sklearn C)", type=float)
-    add_defaulted(p, "--max-iter", predict, "linear: L-BFGS iterations", type=count(1))
-    add_defaulted(p, "--knn-k", predict, "knn: neighbours", type=count(1))
-    add_defaulted(p, "--knn-temperature", predict, "knn: vote temperature", type=float)
+    add_probe_options(p, finetune)
     p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True, help="predictions CSV")
     p.add_argument("--metrics", type=Path, required=True, help="cross-validation JSON")
@@ -486,10 +492,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
     add_defaulted(p, "--mode", finetune, "the probe", choices=PROBE_MODES)
     p.add_argument("--n-classes", type=count(2), required=True)
-    add_defaulted(p, "--c", finetune, "linear: inverse L2 strength (sklearn C)", type=float)
-    add_defaulted(p, "--max-iter", finetune, "linear: L-BFGS iterations", type=count(1))
-    add_defaulted(p, "--knn-k", finetune, "knn: neighbours", type=count(1))
-    add_defaulted(p, "--knn-temperature", finetune, "knn: vote temperature", type=float)
+    add_probe_options(p, finetune)
     p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from bilaf.errors import BilafError
-from bilaf.io import atomic_path
+from bilaf.io import atomic_path, starts_with_line
 
 SPLITS = ("train", "test")
 SAMPLES_HEADER = "row,source_index,label,class,name"
@@ -115,11 +115,7 @@ def write_samples(path: str | Path, images: Images, source_index: np.ndarray) ->
 
 def is_samples_file(path: Path) -> bool:
     """Whether ``path`` is a table :func:`write_samples` wrote (what re-extraction may replace)."""
-    try:
-        with path.open() as fh:
-            return fh.readline().startswith(SAMPLES_HEADER)
-    except (OSError, UnicodeDecodeError):
-        return False
+    return starts_with_line(path, SAMPLES_HEADER)
 
 
 class Source(Protocol):

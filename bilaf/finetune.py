@@ -13,6 +13,7 @@ stage (``bilaf finetune``): a pool store and a selection file in, the model and 
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ from bilaf.io import atomic_path, read_json
 from bilaf.selection.base import check_ids
 
 PROBE_MODES = ("linear", "knn")
+PROBE_OPTIONS = ("c", "max_iter", "knn_k", "knn_temperature")  # defaults: those of finetune()
 
 
 class FinetuneError(BilafError):
@@ -82,9 +84,10 @@ def finetune(
     missing = facts["classes_missing_from_labeled"]
     if missing:
         print(f"warning: classes {missing} have no labeled sample in {selection}", file=sys.stderr)
+    set_threads(threads)
+    probe = {"c": c, "max_iter": max_iter, "knn_k": knn_k, "knn_temperature": knn_temperature}
+    model = fit_probe(mode, x, y, n_classes, **probe)
     if mode == "linear":
-        set_threads(threads)
-        model = fit_linear(x, y, n_classes, c, max_iter)
         recipe = {
             "optimizer": "lbfgs",
             "effective_batch_size": int(y.size),
@@ -93,10 +96,35 @@ def finetune(
             "max_iter": max_iter,
         }
     else:
-        model = fit_knn(x, y, knn_k, knn_temperature)
         recipe = {"k": knn_k, "temperature": knn_temperature, "similarity": "cosine"}
     meta = {**facts, **recipe, "device": "cpu"}
     return model, {**meta, "train_seconds": round(time.perf_counter() - start, 3)}
+
+
+def probe_options(**given: Any) -> dict[str, Any]:
+    """The probes' options: ``given`` over the defaults of :func:`finetune`, declared there."""
+    unknown = sorted(set(given) - set(PROBE_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown probe options {unknown}; known: {list(PROBE_OPTIONS)}")
+    params = inspect.signature(finetune).parameters
+    return {key: given.get(key, params[key].default) for key in PROBE_OPTIONS}
+
+
+def fit_probe(
+    mode: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    c: float,
+    max_iter: int,
+    knn_k: int,
+    knn_temperature: float,
+) -> dict[str, np.ndarray]:
+    """The ``linear`` (:func:`fit_linear`) or ``knn`` (:func:`fit_knn`) probe on (x, y)."""
+    if mode == "linear":
+        return fit_linear(x, y, n_classes, c, max_iter)
+    return fit_knn(x, y, knn_k, knn_temperature)
 
 
 def labeled_subset(

@@ -22,6 +22,16 @@ def is_plain_file(path: Path) -> bool:
     return path.is_file()
 
 
+def starts_with_line(path: Path, header: str) -> bool:
+    """Whether the text file ``path`` begins with the line ``header`` (or a longer header that
+    starts with it): how a table's writer recognises its earlier output."""
+    try:
+        with path.open() as fh:
+            return fh.readline().rstrip("\r\n").startswith(header)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def check_replaceable(final: str | Path, ours: Ownership = is_plain_file) -> None:
     """Raise OutputError when ``final`` exists and ``ours(final)`` does not recognise it as an
     earlier output of the same writer (so a typo like ``--out results`` never deletes a tree)."""

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bilaf.errors import InputError, check_option
-from bilaf.finetune import PROBE_MODES, fit_knn, fit_linear, predict_logits
-from bilaf.io import atomic_path
+from bilaf.finetune import PROBE_MODES, fit_probe, predict_logits, probe_options
+from bilaf.io import atomic_path, starts_with_line
 from bilaf.selection.base import check_ids
 
 if TYPE_CHECKING:
@@ -258,11 +258,8 @@ def predict_pool(
     mode: str = "linear",
     folds: int = 5,
     seed: int = 0,
-    c: float = 1.0,
-    max_iter: int = 100,
-    knn_k: int = 20,
-    knn_temperature: float = 0.07,
     chunk_rows: int = 65536,
+    **probe: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(predictions, metrics) of a probe trained on the labeled picks of ``selection`` only.
 
@@ -301,10 +298,10 @@ def predict_pool(
         )
     x = np.asarray(features[rows], dtype=np.float32)
 
+    options = probe_options(**probe)
+
     def fit(x_fit: np.ndarray, y_fit: np.ndarray) -> dict[str, np.ndarray]:
-        if mode == "linear":
-            return fit_linear(x_fit, y_fit, classes.size, c, max_iter)
-        return fit_knn(x_fit, y_fit, knn_k, knn_temperature)
+        return fit_probe(mode, x_fit, y_fit, classes.size, **options)
 
     k = min(folds, rows.size)
     fold = fold_ids(y, k, seed)
@@ -415,11 +412,7 @@ def write_pool_labels(path: str | Path, table: pd.DataFrame) -> None:
 
 def is_pool_labels(path: Path) -> bool:
     """Whether ``path`` is a table :func:`write_pool_labels` wrote (what a rerun may replace)."""
-    try:
-        with path.open() as fh:
-            return fh.readline().rstrip("\r\n") == POOL_LABELS_HEADER
-    except (OSError, UnicodeDecodeError):
-        return False
+    return starts_with_line(path, POOL_LABELS_HEADER)
 
 
 def read_pool_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -440,10 +433,7 @@ def predict(
     labeled: str | Path | None = None,
     mode: str = "linear",
     seed: int = 0,
-    c: float = 1.0,
-    max_iter: int = 100,
-    knn_k: int = 20,
-    knn_temperature: float = 0.07,
+    **probe: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
     """The stage ``bilaf predict``: (predictions, metrics, pool names) of :func:`predict_pool` on
     the pool store ``features``, trained on the labeled picks of the ``selection`` file and the
@@ -480,9 +470,6 @@ def predict(
         values,
         mode=mode,
         seed=seed,
-        c=c,
-        max_iter=max_iter,
-        knn_k=knn_k,
-        knn_temperature=knn_temperature,
+        **probe,
     )
     return predictions, metrics, names

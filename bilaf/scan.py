@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bilaf.errors import InputError
-from bilaf.io import atomic_path
+from bilaf.io import atomic_path, starts_with_line
 
 BAD_IMAGE_ACTIONS = ("skip", "fail")
 POOL_HEADER = "name,path,bytes,sha256"
@@ -231,7 +231,7 @@ def write_scan(images_csv: str | Path, skipped_csv: str | Path, images, skipped)
         (skipped_csv, skipped, SKIPPED_HEADER),
     ):
         columns = header.split(",")
-        with atomic_path(out, ours=lambda p, h=header: _has_header(p, h)) as tmp:
+        with atomic_path(out, ours=lambda p, h=header: starts_with_line(p, h)) as tmp:
             with tmp.open("w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(columns)
@@ -240,19 +240,11 @@ def write_scan(images_csv: str | Path, skipped_csv: str | Path, images, skipped)
                     writer.writerow([values.get(c, getattr(check, c, None)) for c in columns])
 
 
-def _has_header(path: Path, header: str) -> bool:
-    try:
-        with path.open() as fh:
-            return fh.readline().rstrip("\r\n") == header
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 def is_pool_table(path: Path) -> bool:
     """Whether ``path`` is a pool table :func:`write_scan` wrote (what a rescan may replace)."""
-    return _has_header(path, POOL_HEADER)
+    return starts_with_line(path, POOL_HEADER)
 
 
 def is_skipped_table(path: Path) -> bool:
     """Whether ``path`` is a skipped table :func:`write_scan` wrote."""
-    return _has_header(path, SKIPPED_HEADER)
+    return starts_with_line(path, SKIPPED_HEADER)
