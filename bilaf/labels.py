@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bilaf.errors import InputError, check_option
+from bilaf.export import LABEL_STUDIO_PREFIX
 from bilaf.finetune import PROBE_MODES, fit_probe, predict_logits, probe_options
 from bilaf.io import atomic_path, starts_with_line
+from bilaf.scan import PATH_COLUMNS
 from bilaf.selection.base import check_ids
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PATH_COLUMNS = ("path", "image", "file", "filename", "name")
 LABEL_COLUMNS = ("label", "choice", "class", "category")
-DEFAULT_URL_PREFIX = "/data/local-files/?d="  # what the Label Studio export writes
 
 Entry = tuple[str, str, str]  # (path value, label, where in the file: "line 3", "task 7")
 
@@ -42,7 +42,7 @@ def read_labels(
     names: Sequence[str],
     root: str | Path,
     *,
-    url_prefix: str = DEFAULT_URL_PREFIX,
+    url_prefix: str = LABEL_STUDIO_PREFIX,
     label_column: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pool rows int64, label strings) of a labels file, in file order.
@@ -389,7 +389,7 @@ def label_pool(
     samples: str | Path,
     root: str | Path,
     *,
-    url_prefix: str = DEFAULT_URL_PREFIX,
+    url_prefix: str = LABEL_STUDIO_PREFIX,
     label_column: str | None = None,
 ) -> pd.DataFrame:
     """The stage ``bilaf labels``: a labels file checked against the pool's samples table once,

@@ -38,7 +38,7 @@ from bilaf.io import atomic_path, starts_with_line
 BAD_IMAGE_ACTIONS = ("skip", "fail")
 POOL_HEADER = "name,path,bytes,sha256"
 SKIPPED_HEADER = "name,path,bytes,reason"
-LIST_PATH_COLUMNS = ("path", "image", "file", "filename", "name")
+PATH_COLUMNS = ("path", "image", "file", "filename", "name")  # also a labels file's
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def list_pool(pool_dir: str | Path | None, pool_list: str | Path | None) -> tupl
 
 
 def read_path_list(listing: Path) -> list[str]:
-    """The paths a pool list names: a CSV's path column (the first of :data:`LIST_PATH_COLUMNS`),
+    """The paths a pool list names: a CSV's path column (the first of :data:`PATH_COLUMNS`),
     else one path per non-empty line (``#`` starts a comment line)."""
     try:
         text = listing.read_text()
@@ -146,10 +146,10 @@ def read_path_list(listing: Path) -> list[str]:
 
         rows = list(csv.DictReader(io.StringIO(text)))
         columns = {c.lower(): c for c in (rows[0].keys() if rows else [])}
-        column = next((columns[c] for c in LIST_PATH_COLUMNS if c in columns), None)
+        column = next((columns[c] for c in PATH_COLUMNS if c in columns), None)
         if column is None:
             raise InputError(
-                f"dataset.pool_list: {listing} has no path column (one of {LIST_PATH_COLUMNS}); "
+                f"dataset.pool_list: {listing} has no path column (one of {PATH_COLUMNS}); "
                 f"its columns: {list(columns.values())}"
             )
         return [row[column].strip() for row in rows if (row[column] or "").strip()]

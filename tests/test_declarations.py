@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from bilaf.config import BOUNDARY_METHODS, PIPELINE_METHODS, SWEEP_PARAMS
+from bilaf.export import export
 from bilaf.features import extract
 from bilaf.finetune import finetune
 from bilaf.finetune_full import Recipe
+from bilaf.scan import scan_pool
 from bilaf.selection import METHOD_MODULES, get_method
 
 SCHEMA = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
@@ -49,8 +51,10 @@ def test_pipeline_methods_cover_every_selection_method():
         (PROPS["bilaf"], get_method("bilaf")),
         (PROPS["backbone"], extract),
         (PROPS["finetune"], finetune),
+        (PROPS["export"], export),
+        (PROPS["dataset"], scan_pool),
     ],
-    ids=["activeft", "bilaf", "backbone", "finetune"],
+    ids=["activeft", "bilaf", "backbone", "finetune", "export", "scan"],
 )
 def test_schema_defaults_equal_the_functions(block, fn):
     ours, theirs = schema_defaults(block), signature_defaults(fn)
