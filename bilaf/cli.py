@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     parser.set_defaults(
         func=cmd_select,
         inputs=["features", "cores", "init_ids", "labeled"],
-        outputs={"out": has_manifest},
+        outputs={"out": has_manifest, "scores_out": has_manifest},
     )
     if "select" not in argv:
         return
@@ -141,6 +142,12 @@ def _add_select(sub: argparse._SubParsersAction, argv: list[str]) -> None:
         p.add_argument("--budget", type=int, required=True, help="number of samples to pick")
         p.add_argument("--seed", type=count(0), default=signature_default(select, "seed"))
         p.add_argument("--out", type=Path, required=True, help="JSON list of indices to write")
+        p.add_argument(
+            "--scores-out",
+            type=Path,
+            default=argparse.SUPPRESS,
+            help="JSON list of each pick's score (BiLAF: its boundary score; null: none)",
+        )
         p.add_argument("--device", default=None, help="torch device; default cuda if available")
         p.add_argument("--threads", type=count(1), default=None, help="torch CPU threads")
         p.add_argument(
@@ -191,7 +198,10 @@ def cmd_select(args: argparse.Namespace) -> None:
         options["device"] = args.device
     if "torch" in sys.modules:  # the method's module loaded it; numpy-only methods skip it
         set_threads(args.threads)
-    picked = select(args.method, args.features, args.budget, args.seed, **options)
+    scores_out = getattr(args, "scores_out", None)
+    picked, scores = select(
+        args.method, args.features, args.budget, args.seed, with_scores=True, **options
+    )
     inputs = {"features": args.features}
     inputs.update(
         {key: getattr(args, key) for key in JSON_LIST_OPTIONS if getattr(args, key, None)}
@@ -211,6 +221,11 @@ def cmd_select(args: argparse.Namespace) -> None:
             "options": rerun_options,
         },
     )
+    if scores_out:  # NaN (a core, or a method without scores) as null
+        values = [None if math.isnan(v) else float(v) for v in scores]
+        write_with_manifest(
+            scores_out, values, inputs, rerun_options, args.seed, device_used(options.get("device"))
+        )
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -448,6 +463,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
     p.add_argument("--cores", type=Path, required=True, help="JSON list: the pseudo-classes")
     p.add_argument("--kind", choices=METHOD_KINDS, required=True, help="roles of the picks")
+    p.add_argument("--scores", type=Path, default=None, help="JSON list: each pick's score")
     add_defaulted(p, "--url-prefix", export, "before each path in labelstudio.json")
     add_defaulted(p, "--tile", export, "contact sheet thumbnail side (pixels)", type=count(16))
     add_defaulted(p, "--title", export, "headline of the contact sheet")
@@ -455,7 +471,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, required=True, help="folder of the export files")
     p.set_defaults(
         func=cmd_export,
-        inputs=["features", "samples", "selection", "cores"],
+        inputs=["features", "samples", "selection", "cores", "scores"],
         outputs={"out_dir": is_export_dir},
     )
 

@@ -250,6 +250,7 @@ def export(
     kind: str,
     out_dir: str | Path,
     *,
+    scores: str | Path | None = None,
     url_prefix: str = LABEL_STUDIO_PREFIX,
     tile: int = 96,
     title: str = "",
@@ -259,7 +260,8 @@ def export(
     its ``samples`` table) as :data:`EXPORT_FILES` in ``out_dir``; return their paths.
 
     Pseudo-class of a pick: its nearest of the ``cores`` (a JSON list of pool ids); roles by the
-    method's ``kind`` (:func:`pick_roles`).
+    method's ``kind`` (:func:`pick_roles`); ``scores``: the method's score of each pick (a JSON
+    list, null for none: BiLAF's boundary score, ``bilaf select --scores-out``).
     """
     import pandas as pd
 
@@ -280,7 +282,15 @@ def export(
         np.asarray(feats[picks], dtype=np.float32), np.asarray(feats[core_ids], np.float32), 1
     )
     roles = pick_roles(picks, core_ids, kind)
-    picked = pick_table(picks, table["path"], table["sha256"], roles, near[:, 0])
+    values = None
+    if scores is not None:  # a JSON list, null where a pick has no score
+        raw = read_json(scores)
+        if not isinstance(raw, list) or not all(
+            v is None or isinstance(v, int | float) for v in raw
+        ):
+            raise InputError(f"scores {scores} must be a JSON list of numbers or nulls")
+        values = np.array([np.nan if v is None else v for v in raw], dtype=np.float64)
+    picked = pick_table(picks, table["path"], table["sha256"], roles, near[:, 0], values)
     files = {key: Path(out_dir) / name for key, name in EXPORT_FILES.items()}
     names = table["name"].to_numpy(dtype=object)[picks]
     write_picks(

@@ -189,6 +189,11 @@ def selection_path(dataset, method, budget, seed):
     return f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.json"
 
 
+def scores_path(dataset, method, budget, seed):
+    """A BiLAF run's boundary score of each pick (null for a core), beside its selection."""
+    return f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.scores.json"
+
+
 def run_path(stage, dataset, mode, method, budget, seed, ext):
     """Per-run artifact of a finetune mode (linear, knn, full): model or metrics."""
     return f"{RESULTS}/{dataset}/{stage}/{mode}/{cell_name(method, budget, seed)}.{ext}"
@@ -464,6 +469,13 @@ def method_kind(w):
         if base in BOUNDARY_METHODS
         else "core" if base == "activeft" else "baseline"
     )
+
+
+def run_scores(w):
+    """A run's pick scores where its method has them (BiLAF); none otherwise."""
+    if parse_method(w.method)[0] not in BOUNDARY_METHODS:
+        return []
+    return [scores_path(w.dataset, w.method, w.budget, w.seed)]
 
 
 def run_cores(w):

@@ -7,6 +7,7 @@ rule export:
         samples=features_path("pool", "samples.csv"),
         selection=selection_input,
         cores=run_cores,
+        scores=run_scores,
     output:
         **export_files("{dataset}", "{method}", "{budget}", "{seed}"),
     log:
@@ -19,9 +20,11 @@ rule export:
         url_prefix=param("export", "url_prefix"),
         tile=param("export", "tile"),
         title=lambda w: f"{w.dataset}: {w.method}, B={w.budget}, seed {w.seed}",
+        scores=lambda w, input: f"--scores {input.scores}" if input.scores else "",
     shell:
         "bilaf export --features {input.features} --samples {input.samples} "
-        "--selection {input.selection} --cores {input.cores} --kind {params.kind} "
+        "--selection {input.selection} --cores {input.cores} {params.scores} "
+        "--kind {params.kind} "
         "--url-prefix {params.url_prefix:q} --tile {params.tile} --title {params.title:q} "
         "--workers {threads} --out-dir $(dirname {output.picks_csv}) 2> {log}"
 

@@ -33,7 +33,8 @@ rule boundary:
         cores=lambda w: cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed),
         labeled=labeled_input,
     output:
-        selection_path("{dataset}", "{method}", "{budget}", "{seed}"),
+        selection=selection_path("{dataset}", "{method}", "{budget}", "{seed}"),
+        scores=scores_path("{dataset}", "{method}", "{budget}", "{seed}"),
     log:
         log_path(f"boundary/{CELL}"),
     wildcard_constraints:
@@ -60,7 +61,8 @@ rule boundary:
         "bilaf select bilaf --features {input.features} --cores {input.cores} "
         "--budget {wildcards.budget} --seed {wildcards.seed} --mode {params.mode} "
         "--k {params.k} --p-in {params.p_in} --p-rm {params.p_rm} --delta {params.delta} "
-        "{params.normalize} {params.labeled} --threads {threads} --out {output} 2> {log}"
+        "{params.normalize} {params.labeled} --threads {threads} --out {output.selection} "
+        "--scores-out {output.scores} 2> {log}"
 
 
 rule baseline:

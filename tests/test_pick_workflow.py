@@ -109,6 +109,13 @@ def test_every_run_exports_its_picks(picked, method):
         is_core = table["role"] == "core"
         assert sorted(table["row"][is_core]) == sorted(cores)
         assert [cores[c] for c in table["pseudo_class"][is_core]] == table["row"][is_core].tolist()
+        scores = json.loads(
+            (workdir / "results/mine/selection/bilaf/B20_s0.scores.json").read_text()
+        )
+        assert [s is None for s in scores] == is_core.tolist()  # a boundary score per other pick
+        np.testing.assert_allclose(table["score"][~is_core], [s for s in scores if s is not None])
+    else:
+        assert table["score"].isna().all()  # random has no score
     tasks = json.loads((out / "labelstudio.json").read_text())
     names = [Path(p).name for p in table["path"]]
     assert tasks == [{"data": {"image": f"/data/local-files/?d={name}"}} for name in names]

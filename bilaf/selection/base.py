@@ -164,7 +164,8 @@ def check_options(method: str, fn: Method, options: dict[str, Any]) -> None:
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    known = [name for name in params if name not in ("features", "budget", "seed", "labeled")]
+    interface = ("features", "budget", "seed", "labeled", "return_scores")
+    known = [name for name in params if name not in interface]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise SelectionError(
@@ -198,11 +199,14 @@ def select(
     seed: int = 0,
     *,
     labeled: Any = None,
+    with_scores: bool = False,
     **options: Any,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Select ``budget`` pool indices with ``method``; checks the contract on both sides.
 
     ``labeled``: ids of samples already labeled (module docstring), none of them picked.
+    ``with_scores``: also return each pick's score (float64) where the method has one (its
+    signature takes ``return_scores``: BiLAF's boundary score), else NaN.
     """
     fn = get_method(method)
     check_options(method, fn, options)
@@ -211,14 +215,20 @@ def select(
     n = feats.shape[0]
     done = np.zeros(0, np.int64) if labeled is None else check_ids(labeled, n, "labeled")
     check_budget(budget, n, done.size)
-    if not done.size:
-        picked = fn(feats, int(budget), int(seed), **options)
-    elif "labeled" in inspect.signature(fn).parameters:
-        picked = fn(feats, int(budget), int(seed), labeled=done, **options)
-    else:
+    params = inspect.signature(fn).parameters
+    scored = with_scores and "return_scores" in params
+    if scored:
+        options = {**options, "return_scores": True}
+    if done.size and "labeled" in params:
+        result = fn(feats, int(budget), int(seed), labeled=done, **options)
+    elif done.size:
         rest = np.setdiff1d(np.arange(n), done)
-        picked = rest[np.asarray(fn(RowSubset(feats, rest), int(budget), int(seed), **options))]
-    picked = np.asarray(picked, dtype=np.int64)
+        result = fn(RowSubset(feats, rest), int(budget), int(seed), **options)
+        result = (rest[result[0]], result[1]) if scored else rest[np.asarray(result)]
+    else:
+        result = fn(feats, int(budget), int(seed), **options)
+    picked, scores = result if scored else (result, np.full(budget, np.nan))
+    picked, scores = np.asarray(picked, dtype=np.int64), np.asarray(scores, dtype=np.float64)
     if picked.ndim != 1 or picked.size != budget:
         raise RuntimeError(f"{method} returned {picked.size} indices for budget {budget}")
     if picked.size and (picked.min() < 0 or picked.max() >= n):
@@ -228,4 +238,4 @@ def select(
         raise RuntimeError(f"{method} returned a sample twice")
     if np.isin(picked, done).any():
         raise RuntimeError(f"{method} picked a sample already labeled")
-    return picked
+    return (picked, scores) if with_scores else picked

@@ -63,7 +63,7 @@ def run_limited(feats: np.ndarray, case: dict, mode: str, **limits: int) -> np.n
     cores = np.asarray(case["cores"], dtype=np.int64)
     return select_boundary(
         feats, cores, case["budget"], mode=mode, limits=Limits(**limits), **case_params(case)
-    )
+    )[0]
 
 
 BILAF_OPTION_TESTS = {
@@ -72,6 +72,8 @@ BILAF_OPTION_TESTS = {
     "mode": ("test_paper_mode_on_fixtures", "test_reference_mode_matches_the_official_code"),
     "normalize": ("test_normalize_equals_running_on_normalised_features",),
     "labeled": ("test_labeled_samples_are_never_picked", "test_labeled_samples_lead_classes"),
+    # the scores equal the plain transcription's too (test_bilaf_plain)
+    "return_scores": ("test_scores_come_with_the_same_picks",),
     # k, p_in, p_rm, delta: the transcriptions (test_bilaf_plain) vary them; the fixtures too
     **{
         key: ("test_paper_mode_on_fixtures", "test_bad_options_rejected")
@@ -269,3 +271,16 @@ def test_labeled_samples_lead_classes():
     assert set(nearest[:, 0]) & {0, 1, 2}  # picks in the labeled samples' classes
     with pytest.raises(SelectionError, match="cores include labeled"):
         select("bilaf", feats, 30, 0, cores=cores, labeled=np.array([10]))
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+def test_scores_come_with_the_same_picks(mode):
+    """A boundary score per pick, NaN exactly at the cores; the picks do not change. A method
+    without scores gives NaN for every pick."""
+    feats, cores = blobs(), np.array([3, 50, 120, 200, 333])
+    picked, scores = select("bilaf", feats, 40, 0, cores=cores, mode=mode, with_scores=True)
+    np.testing.assert_array_equal(picked, select("bilaf", feats, 40, 0, cores=cores, mode=mode))
+    np.testing.assert_array_equal(np.isnan(scores), np.isin(picked, cores))
+    assert np.isfinite(scores[~np.isnan(scores)]).all()
+    ids, none = select("random", feats, 10, 0, with_scores=True)
+    assert ids.shape == none.shape == (10,) and np.isnan(none).all()

@@ -14,11 +14,19 @@ from tests.selection.test_bilaf import CASE_IDS, CASES, case_params, load_case, 
 
 
 def fast(x, cores, budget, mode, params, **limits):
-    """The fast code: through ``select`` with the default limits, else ``select_boundary``."""
+    """The fast code's picks and scores: through ``select`` with the default limits, else
+    ``select_boundary``."""
     if not limits:
-        return select("bilaf", x, budget, 0, cores=cores, mode=mode, **params)
+        return select("bilaf", x, budget, 0, cores=cores, mode=mode, with_scores=True, **params)
     cores = np.asarray(cores, dtype=np.int64)
     return select_boundary(x, cores, budget, mode=mode, limits=Limits(**limits), **params)
+
+
+def assert_same_picks_and_scores(got, want):
+    """Index for index; the boundary score each pick had, to float32 rounding (NaN: cores)."""
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.isnan(got[1]).sum() == np.isnan(want[1]).sum() > 0
 
 
 @pytest.mark.parametrize("path", CASES, ids=CASE_IDS)
@@ -53,10 +61,9 @@ def test_reference_mode_equals_the_plain_transcription(seed, dense_merge):
     params = {"k": 3 + seed, "p_in": (0.1, 0.2, 0.05)[seed % 3], "p_rm": 0.1 * (seed % 3)}
     params["delta"] = (1.0, 1.1, 1.5)[seed % 3]
     budget = int(rng.integers(2 * n_cls, n // 2))
-    want = plain_bilaf(x, cores, budget, mode="reference", **params)
+    want = plain_bilaf(x, cores, budget, mode="reference", with_scores=True, **params)
     limits = {} if dense_merge == DENSE_MERGE else {"dense_merge": dense_merge}
-    got = fast(x, cores, budget, "reference", params, **limits)
-    np.testing.assert_array_equal(got, want)
+    assert_same_picks_and_scores(fast(x, cores, budget, "reference", params, **limits), want)
 
 
 # Fast paths paper mode takes on large pools, forced on small ones: Limits changed.
@@ -89,6 +96,5 @@ def test_paper_mode_equals_the_plain_transcription(seed, path):
     params = {"k": k, "p_in": (0.1, 0.2, 0.05)[seed % 3], "delta": (1.0, 1.1, 1.5)[seed % 3]}
     params["p_rm"] = 0.1 * (seed % 3)
     budget = int(rng.integers(2 * n_cls, n // 3))
-    want = plain_bilaf(x, cores, budget, mode="paper", **params)
-    got = fast(x, cores, budget, "paper", params, **PAPER_PATHS[path])
-    np.testing.assert_array_equal(got, want)
+    want = plain_bilaf(x, cores, budget, mode="paper", with_scores=True, **params)
+    assert_same_picks_and_scores(fast(x, cores, budget, "paper", params, **PAPER_PATHS[path]), want)

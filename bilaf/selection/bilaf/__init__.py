@@ -152,9 +152,11 @@ def bilaf(
     delta: float = 1.1,
     normalize: bool = False,
     labeled: np.ndarray | None = None,
+    return_scores: bool = False,
     device: Any = None,
-) -> np.ndarray:
-    """BiLAF: the cores plus ``budget`` − K boundary samples, clusters in core order (SPEC §3).
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """BiLAF: the cores plus ``budget`` − K boundary samples, clusters in core order (SPEC §3);
+    with ``return_scores`` also each pick's boundary score when it was picked (NaN for a core).
 
     ``cores`` (ids, in their order) or ``n_cores`` (ActiveFT with ``seed``) give the cores.
     ``k``, ``p_in``, ``p_rm``, ``delta``: density neighbours, growth step, removal fraction and
@@ -180,7 +182,7 @@ def bilaf(
             )
         if np.isin(core_ids, labeled).any():
             raise SelectionError("the cores include labeled samples: they are cores already")
-        kept = bilaf(
+        kept, scores = bilaf(
             features,
             budget + len(labeled),
             seed,
@@ -190,18 +192,21 @@ def bilaf(
             p_rm=p_rm,
             delta=delta,
             normalize=normalize,
+            return_scores=True,
             device=device,
         )
-        return kept[~np.isin(kept, labeled)]
+        new = ~np.isin(kept, labeled)
+        return (kept[new], scores[new]) if return_scores else kept[new]
     if mode == "reference" and core_ids.size < 2:
         raise SelectionError(
             "reference mode needs at least 2 cores (it scores by the nearest other)"
         )
     in_memory = isinstance(features, np.ndarray) and features.dtype == np.float32 and not normalize
     rows = features if in_memory else load_rows(features, normalize)
-    return select_boundary(
+    picks, scores = select_boundary(
         rows, core_ids, budget, mode=mode, k=k, p_in=p_in, p_rm=p_rm, delta=delta, device=device
     )
+    return (picks, scores) if return_scores else picks
 
 
 def select_boundary(
@@ -216,11 +221,12 @@ def select_boundary(
     delta: float,
     device: Any = None,
     limits: Limits = Limits(),
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """SPEC §3 steps 0-5 on float32 ``rows`` (n × d, already normalised if asked) from the
-    cores ``core_ids`` (int64, in order) to ``budget`` int64 ids: what :func:`bilaf` runs once
-    it has checked the options, the cores and the budget (see there for the options, their
-    defaults and what each mode guarantees). ``limits`` change how it computes, never the result.
+    cores ``core_ids`` (int64, in order) to ``budget`` int64 ids, and each pick's boundary score
+    when it was picked (float64; NaN for a core): what :func:`bilaf` runs once it has checked
+    the options, the cores and the budget (see there for the options, their defaults and what
+    each mode guarantees). ``limits`` change how it computes, never the result.
     """
     reference = mode == "reference"
     core_rows = np.asarray(rows[core_ids], dtype=np.float32)
@@ -243,7 +249,7 @@ def select_boundary(
     dtype = np.float64 if reference else np.float32
     buffer = MatrixBuffer(dtype, int(sizes.max()), store_limit=limits.store_limit)
     cores = CoreRows.of(core_rows)
-    out, picked = [], []
+    out, values, picked = [], [], []
     for j in range(core_ids.size):  # one class at a time: its distance matrix lives in the buffer
         member_ids = classes.members(j)
         core = int(np.searchsorted(member_ids, core_ids[j]))
@@ -278,14 +284,16 @@ def select_boundary(
                 refill=limits.refill,
                 block_elements=limits.block_elements,
             )
-        picks = pick(distances, denoised, core, int(alloc[j]), scores, reference)
+        picks, picked_scores = pick(distances, denoised, core, int(alloc[j]), scores, reference)
         out.append(member_ids[picks])
+        values += picked_scores
         if not reference:  # kept in case a class runs dry: what its next pick would see
             scores.finish(picks[-1] if picks[-1] != core else None)
             picked.append(PickedClass(scores, member_ids, picks, denoised))
-    out = np.concatenate(out)
+    out, values = np.concatenate(out).astype(np.int64), np.asarray(values, dtype=np.float64)
     if out.size == budget:
-        return out.astype(np.int64)
+        return out, values
 
     # Paper mode, some class ran dry: the best remaining scores over the pool fill the budget.
-    return np.concatenate((out, top_up(picked, budget - out.size))).astype(np.int64)
+    more, more_values = top_up(picked, budget - out.size)
+    return np.concatenate((out, more)).astype(np.int64), np.concatenate((values, more_values))

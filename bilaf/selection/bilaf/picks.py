@@ -10,6 +10,7 @@ its shortfall to :func:`top_up`, the best remaining scores over all classes.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +88,10 @@ def pick(
     quota: int,
     scores: Any,
     reference: bool,
-) -> list[int]:
+) -> tuple[list[int], list[float]]:
     """Iterative selection and removal in one class (BiLAF §3.3, SPEC §3 step 4): ``quota``
-    member positions, the core's first.
+    member positions, the core's first, and the boundary score each had when picked (NaN for
+    the core, which is not scored).
 
     Start from the core, with the ``denoised`` members (join order) as candidates; each round
     drops the r = ⌊|U|/a⌋ candidates nearest the last pick (ties to the earlier candidate),
@@ -99,7 +101,7 @@ def pick(
     them in join order (the same r leave), never offers a pick again and stops early if the class
     runs dry. ``scores``: a :class:`~.scores.ReferenceScores` or :class:`~.scores.PaperScores`.
     """
-    picks = [core_pos]
+    picks, values = [core_pos], [math.nan]
     taken = np.zeros(distances.size, dtype=bool)
     taken[core_pos] = True
     cand = denoised
@@ -115,10 +117,13 @@ def pick(
                 break
         if last != core_pos:
             scores.penalise(last)
-        last = int(cand[np.argmin(scores.score(cand))])
+        score = scores.score(cand)
+        best = int(np.argmin(score))
+        last = int(cand[best])
         picks.append(last)
+        values.append(float(score[best]))
         taken[last] = True
-    return picks
+    return picks, values
 
 
 @dataclass(frozen=True)
@@ -133,10 +138,11 @@ class PickedClass:
     denoised: np.ndarray
 
 
-def top_up(classes: list[PickedClass], need: int) -> np.ndarray:
+def top_up(classes: list[PickedClass], need: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``need`` best members not picked, over all ``classes`` (paper mode, some class ran
-    dry): denoised members first, then by score in the state the class's next pick would see,
-    then by id. Stale scores are lower bounds, so only those that can still rank are computed.
+    dry), and their scores: denoised members first, then by score in the state the class's next
+    pick would see, then by id. Stale scores are lower bounds, so only those that can still rank
+    are computed.
     """
     ids, keys, stale, owner, where = [], [], [], [], []
     for c, done in enumerate(classes):
@@ -160,4 +166,5 @@ def top_up(classes: list[PickedClass], need: int) -> np.ndarray:
     for c in np.unique(owner[todo]):
         mine = todo[owner[todo] == c]
         keys[1, mine] = classes[c].scores.score(where[mine])
-    return ids[np.lexsort((ids, keys[1], keys[0]))[:need]]
+    best = np.lexsort((ids, keys[1], keys[0]))[:need]
+    return ids[best], keys[1, best]

@@ -18,6 +18,7 @@ misbehaves. ``normalize=True`` of the fast entry point is this on the normalised
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -142,8 +143,9 @@ class BoundaryScore:
 
 def pick(
     dist: np.ndarray, denoised: list[int], core: int, quota: int, score: BoundaryScore, mode: str
-) -> list[int]:
-    """SPEC §3 step 4 (BiLAF §3.3): ``quota`` member positions picked in one class, core first.
+) -> tuple[list[int], list[float]]:
+    """SPEC §3 step 4 (BiLAF §3.3): ``quota`` member positions picked in one class, core first,
+    and the score each had when picked (NaN for the core).
 
     The candidates start as the ``denoised`` members in join order, the core included; r =
     ⌊|U|/a⌋. Each round: sort the candidates by (distance to the last pick, position) and drop the
@@ -152,7 +154,7 @@ def pick(
     may pick a sample again (r = 0); paper mode keeps them in their order, removes the picks and
     stops when no candidate is left.
     """
-    picks, cand, drop = [core], list(denoised), len(denoised) // quota
+    picks, values, cand, drop = [core], [math.nan], list(denoised), len(denoised) // quota
     while len(picks) < quota:
         ranked = np.argsort(dist[picks[-1], cand], kind="stable")
         if mode == "reference":
@@ -164,8 +166,10 @@ def pick(
                 break
         if picks[-1] != core:
             score.penalise(picks[-1])
-        picks.append(cand[int(np.argmin([score(u) for u in cand]))])
-    return picks
+        scores = [score(u) for u in cand]
+        picks.append(cand[int(np.argmin(scores))])
+        values.append(min(scores))
+    return picks, values
 
 
 def plain_bilaf(
@@ -178,9 +182,11 @@ def plain_bilaf(
     p_rm: float,
     delta: float,
     mode: str,
-) -> np.ndarray:
+    with_scores: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """BiLAF (SPEC §3) on features ``x`` (n × d) from ``cores`` (ids, in order) to ``budget``
-    ids, int64: the classes in core order, each in pick order (step 5).
+    ids, int64: the classes in core order, each in pick order (step 5); ``with_scores``: and
+    each pick's score when picked (NaN for a core).
 
     Paper mode ends with the top-up: if classes ran dry, the best members not picked over all
     classes fill the budget, denoised members first, then by score in the state the class's next
@@ -199,17 +205,21 @@ def plain_bilaf(
         classes.append((members, core, dist, denoise(dist, core, k, p_in, p_rm, mode)))  # step 1
     alloc = allocate(budget, [len(c[3]) for c in classes], mode)  # step 3
 
-    out, leftovers = [], []
+    out, values, leftovers = [], [], []
     for j, (members, core, dist, denoised) in enumerate(classes):
         intra = dist[:, denoised].mean(axis=1)  # step 2: d_intra, Eq. 5
         score = BoundaryScore(to_cores[members], j, intra, delta, mode)
-        picks = pick(dist, denoised, core, alloc[j], score, mode)  # step 4
+        picks, picked_scores = pick(dist, denoised, core, alloc[j], score, mode)  # step 4
         out.extend(members[picks])
+        values.extend(picked_scores)
         if mode == "paper":
             if picks[-1] != core:
                 score.penalise(picks[-1])  # the state the next pick would see
             for u in range(members.size):
                 if u not in picks:
                     leftovers.append((u not in denoised, score(u), int(members[u])))
-    out.extend(i for *_, i in sorted(leftovers)[: budget - len(out)])  # paper: the top-up
-    return np.array(out, dtype=np.int64)
+    top = sorted(leftovers)[: budget - len(out)]  # paper: the top-up
+    out.extend(i for *_, i in top)
+    values.extend(s for _, s, _ in top)
+    ids = np.array(out, dtype=np.int64)
+    return (ids, np.array(values, dtype=np.float64)) if with_scores else ids
