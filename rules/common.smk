@@ -191,7 +191,9 @@ def selection_path(dataset, method, budget, seed):
 
 def scores_path(dataset, method, budget, seed):
     """A BiLAF run's boundary score of each pick (null for a core), beside its selection."""
-    return f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.scores.json"
+    return (
+        f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.scores.json"
+    )
 
 
 def run_path(stage, dataset, mode, method, budget, seed, ext):
