@@ -175,6 +175,11 @@ def read_ids(path: Path) -> Any:
     return read_pool_labels(path)[0].tolist() if is_pool_labels(path) else read_json(path)
 
 
+def run_keys(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` run keys; a value that reads as JSON (a budget, a seed) as that."""
+    return {key: _option_value(value) for key, _, value in (i.partition("=") for i in items)}
+
+
 def _option_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -247,7 +252,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from bilaf.export import export
 
-    written = _call(export, args)
+    written = _call(export, args, run=run_keys(args.run))
     print("\n".join(map(str, written.values())))
 
 
@@ -268,6 +273,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     probe = {key: getattr(args, key) for key in PROBE_OPTIONS if hasattr(args, key)}
     predictions, metrics, names = _call(predict, args, **probe)
+    metrics = {**run_keys(args.run), **metrics}
     write_predictions(args.out, predictions, names, args.root)
     keys = ("features", "samples", "selection", "labels", "labeled")
     inputs = {key: getattr(args, key) for key in keys if getattr(args, key)}
@@ -331,6 +337,12 @@ def cmd_report(args: argparse.Namespace) -> None:
         args.metrics, args.tables_dir, args.plots_dir, args.method_order, args.title
     )
     print("\n".join(map(str, written)))
+
+
+def cmd_pick_report(args: argparse.Namespace) -> None:
+    from bilaf.report import write_pick_report
+
+    print("\n".join(map(str, write_pick_report(args.stats, args.predictions, *args.out))))
 
 
 def cmd_map(args: argparse.Namespace) -> None:
@@ -464,6 +476,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--cores", type=Path, required=True, help="JSON list: the pseudo-classes")
     p.add_argument("--kind", choices=METHOD_KINDS, required=True, help="roles of the picks")
     p.add_argument("--scores", type=Path, default=None, help="JSON list: each pick's score")
+    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE", help="run keys (stats)")
     add_defaulted(p, "--url-prefix", export, "before each path in labelstudio.json")
     add_defaulted(p, "--tile", export, "contact sheet thumbnail side (pixels)", type=count(16))
     add_defaulted(p, "--title", export, "headline of the contact sheet")
@@ -497,6 +510,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True, help="predictions CSV")
     p.add_argument("--metrics", type=Path, required=True, help="cross-validation JSON")
+    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE", help="run keys recorded")
     p.set_defaults(
         func=cmd_predict,
         inputs=["features", "samples", "selection", "labels", "labeled"],
@@ -563,6 +577,14 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="headline of every table and plot")
     p.set_defaults(
         func=cmd_report, inputs=["metrics"], outputs={"tables_dir": None, "plots_dir": None}
+    )
+
+    p = sub.add_parser("pick-report", help="an unlabeled pool's runs side by side, no labels")
+    p.add_argument("--stats", nargs="+", required=True, help="the exports' stats.json files")
+    p.add_argument("--predictions", nargs="*", default=[], help="the probes' metrics JSON")
+    p.add_argument("--out", type=Path, nargs=2, required=True, metavar=("CSV", "MD"))
+    p.set_defaults(
+        func=cmd_pick_report, inputs=["stats", "predictions"], outputs={"out": is_plain_file}
     )
 
     p = sub.add_parser("map", help="2-D PCA map of the pool with each method's picks")

@@ -14,7 +14,7 @@ itself works with; its role says why it was picked: ``core`` (ActiveFT's, or BiL
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,18 @@ EXPORT_FILES = {
     "picks_txt": "picks.txt",
     "labelstudio": "labelstudio.json",
     "sheet": "contact_sheet.png",
+    "stats": "stats.json",
 }
+# stats.json: a run's label-free facts (:func:`pick_stats`), in the order tables show them
+STAT_COLUMNS = (
+    "picks",
+    *ROLES,
+    "pseudo_classes",
+    "pseudo_classes_reached",
+    "coverage_mean",
+    "coverage_p95",
+    "coverage_max",
+)
 CORE_FRAME = (220, 20, 60)  # crimson
 FRAME = 3  # the frame's width: a pad of this inside every tile keeps it off the picture
 BROKEN_TILE = (200, 200, 200)
@@ -237,6 +248,30 @@ def contact_sheet(
     return boxes
 
 
+def pick_stats(
+    features: Any, picks: np.ndarray, roles: np.ndarray, pseudo_class: np.ndarray, n_cores: int
+) -> dict[str, Any]:
+    """What can be said of a run's picks without labels: their roles, the pseudo-classes they
+    reach, and how well they cover the pool (each pool row's Euclidean distance to its nearest
+    pick, computed row chunk by row chunk: mean, 95th percentile, max)."""
+    from bilaf.selection.base import iter_row_chunks
+    from bilaf.selection.bilaf.pseudo_classes import nearest_cores
+
+    pick_rows = np.asarray(features[picks], dtype=np.float32)
+    gaps = np.concatenate(
+        [nearest_cores(block, pick_rows, 1)[1][:, 0] for _, block in iter_row_chunks(features)]
+    )
+    return {
+        "picks": int(picks.size),
+        **{role: int((roles == role).sum()) for role in ROLES},  # picks of each role
+        "pseudo_classes": int(n_cores),
+        "pseudo_classes_reached": int(np.unique(pseudo_class).size),
+        "coverage_mean": float(gaps.mean()),
+        "coverage_p95": float(np.percentile(gaps, 95)),
+        "coverage_max": float(gaps.max()),
+    }
+
+
 def is_export_dir(path: Path) -> bool:
     """Whether ``path`` is a folder holding only export files (what a rerun may write into)."""
     return path.is_dir() and all(p.name in EXPORT_FILES.values() for p in path.iterdir())
@@ -251,6 +286,7 @@ def export(
     out_dir: str | Path,
     *,
     scores: str | Path | None = None,
+    run: Mapping[str, Any] | None = None,
     url_prefix: str = LABEL_STUDIO_PREFIX,
     tile: int = 96,
     title: str = "",
@@ -261,7 +297,8 @@ def export(
 
     Pseudo-class of a pick: its nearest of the ``cores`` (a JSON list of pool ids); roles by the
     method's ``kind`` (:func:`pick_roles`); ``scores``: the method's score of each pick (a JSON
-    list, null for none: BiLAF's boundary score, ``bilaf select --scores-out``).
+    list, null for none: BiLAF's boundary score, ``bilaf select --scores-out``); ``run``: keys
+    recorded in stats.json beside :func:`pick_stats` (method, budget, seed).
     """
     import pandas as pd
 
@@ -305,4 +342,7 @@ def export(
         title=title,
         workers=workers,
     )
+    stats = {**(run or {}), **pick_stats(feats, picks, roles, near[:, 0], core_ids.size)}
+    with atomic_path(files["stats"]) as tmp:
+        tmp.write_text(json_text(stats))
     return files

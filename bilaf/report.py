@@ -324,3 +324,61 @@ def write_report(
             outs = [plots / f"{dataset}_sweep.{fmt}" for fmt in ("png", "svg")]
             written += plot_sweep(part, outs, title)
     return written
+
+
+def pick_summary(
+    stats: Iterable[str | Path], predictions: Iterable[str | Path] = ()
+) -> pd.DataFrame:
+    """An unlabeled pool's runs, one row each (method, budget, seed order): the exports'
+    label-free stats and, where labels came back, each probe's k-fold top-1 on the picks."""
+    rows = pd.DataFrame([read_json(path) for path in stats])
+    for path in predictions:
+        m = read_json(path)
+        at = (rows["method"] == m["method"]) & (rows["budget"] == m["budget"])
+        at &= rows["seed"] == m["seed"]
+        rows.loc[at, f"{m['mode']}_crossval_top1"] = m["crossval_top1"]
+        rows.loc[at, f"{m['mode']}_crossval_std"] = m["crossval_top1_std"]
+    from bilaf.export import STAT_COLUMNS
+
+    first = ["method", "budget", "seed", *STAT_COLUMNS]
+    rows = rows[first + [c for c in rows.columns if c not in first]]
+    return rows.sort_values(["method", "budget", "seed"], ignore_index=True)
+
+
+def write_pick_report(
+    stats: Iterable[str | Path], predictions: Iterable[str | Path], csv: Path, md: Path
+) -> list[Path]:
+    """:func:`pick_summary` as CSV and as a Markdown table with what each column means."""
+    table = pick_summary(stats, predictions)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    shown = table.copy()
+    shown["pseudo-classes reached"] = [
+        f"{a} / {b}"
+        for a, b in zip(
+            shown.pop("pseudo_classes_reached"), shown.pop("pseudo_classes"), strict=True
+        )
+    ]
+    for mode in ("linear", "knn"):
+        if f"{mode}_crossval_top1" in shown:
+            top1, std = shown.pop(f"{mode}_crossval_top1"), shown.pop(f"{mode}_crossval_std")
+            shown[f"{mode} k-fold top-1 %"] = [
+                f"{a:.1f}±{b:.1f}" for a, b in zip(top1, std, strict=True)
+            ]
+    header = "| " + " | ".join(map(str, shown.columns)) + " |"
+    lines = [
+        "Picks of an unlabeled pool: roles, pseudo-classes (nearest core) reached, and coverage:",
+        "each pool image's feature distance to its nearest pick (mean, 95th percentile, max; lower",
+        "covers better). k-fold top-1: the probe cross-validated on the labeled picks (no test",
+        "split), once labels came back.",
+        "",
+        header,
+        "|" + "---|" * len(shown.columns),
+        *(
+            "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in shown.itertuples(index=False)
+        ),
+    ]
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return [csv, md]

@@ -292,21 +292,30 @@ def all_metrics():
     ]
 
 
-def pool_outputs(dataset):
-    """What an unlabeled pool's DAG ends in: every run's export and, with labels, the probes'
-    predictions (CSV) and cross-validation (JSON) of every run and mode."""
+def prediction_files(dataset, ext):
+    """Every run's and mode's predictions (csv) or cross-validation (json); none without labels."""
     c = GRID[dataset]
-    outputs = [
+    if not c["dataset"]["labels"]:
+        return []
+    return [
+        run_path("predictions", dataset, mode, m, b, s, ext)
+        for mode in c["finetune"]["modes"]
+        for m, b, s in cells(dataset)
+    ]
+
+
+def pick_tables(dataset):
+    """An unlabeled pool's table of runs (csv, markdown)."""
+    return [table_path(f"{dataset}_picks", ext) for ext in TABLE_FORMATS]
+
+
+def pool_outputs(dataset):
+    """What an unlabeled pool's DAG ends in: every run's export, the table of runs and, with
+    labels, the probes' predictions of every run and mode."""
+    exports = [
         f for m, b, s in cells(dataset) for f in export_files(dataset, m, b, s).values()
     ]
-    if c["dataset"]["labels"]:
-        outputs += [
-            run_path("predictions", dataset, mode, m, b, s, ext)
-            for mode in c["finetune"]["modes"]
-            for m, b, s in cells(dataset)
-            for ext in ("csv", "json")
-        ]
-    return outputs
+    return exports + pick_tables(dataset) + prediction_files(dataset, "csv")
 
 
 def tables(dataset):

@@ -24,7 +24,8 @@ rule export:
     shell:
         "bilaf export --features {input.features} --samples {input.samples} "
         "--selection {input.selection} --cores {input.cores} {params.scores} "
-        "--kind {params.kind} "
+        "--kind {params.kind} --run method={wildcards.method:q} budget={wildcards.budget} "
+        "seed={wildcards.seed} "
         "--url-prefix {params.url_prefix:q} --tile {params.tile} --title {params.title:q} "
         "--workers {threads} --out-dir $(dirname {output.picks_csv}) 2> {log}"
 
@@ -86,4 +87,33 @@ rule predict:
         "--mode {wildcards.mode} "
         "--c {params.c} --max-iter {params.max_iter} --knn-k {params.knn_k} "
         "--knn-temperature {params.knn_temperature} --seed {wildcards.seed} "
+        "--run method={wildcards.method:q} budget={wildcards.budget} seed={wildcards.seed} "
         "--threads {threads} --out {output.predictions} --metrics {output.metrics} 2> {log}"
+
+
+rule pick_report:
+    """An unlabeled pool's runs side by side without labels: roles, pseudo-classes reached and
+    how well the picks cover the pool; with labels, each probe's k-fold top-1 on the picks.
+    """
+    input:
+        stats=lambda w: [
+            export_path(w.dataset, m, b, s, EXPORT_FILES["stats"])
+            for m, b, s in cells(w.dataset)
+        ],
+        predictions=lambda w: prediction_files(w.dataset, "json"),
+    output:
+        csv=table_path("{dataset}_picks", "csv"),
+        md=table_path("{dataset}_picks", "md"),
+    log:
+        log_path("pick_report"),
+    conda:
+        "../envs/bilaf.yaml"
+    params:
+        predictions=lambda w, input: (
+            " ".join(["--predictions", *input.predictions])
+            if input.predictions
+            else ""
+        ),
+    shell:
+        "bilaf pick-report --stats {input.stats} {params.predictions} "
+        "--out {output.csv} {output.md} 2> {log}"

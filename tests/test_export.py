@@ -17,9 +17,11 @@ from bilaf.export import (
     CORE_FRAME,
     EXPORT_FILES,
     MAX_WIDTH,
+    STAT_COLUMNS,
     contact_sheet,
     labelstudio_tasks,
     pick_roles,
+    pick_stats,
     pick_table,
     write_picks,
 )
@@ -282,3 +284,17 @@ def test_the_export_stage_writes_every_file(tmp_path, pictures):
     assert (out / "picks.txt").read_text().splitlines() == table["path"].tolist()
     assert len(json.loads((out / "labelstudio.json").read_text())) == 5
     assert Image.open(out / "contact_sheet.png").size[0] > 0
+
+
+def test_pick_stats_against_brute_force():
+    feats = blobs(n=300, d=6)
+    picks = np.array([5, 80, 160, 290])
+    roles = np.array(["core", "boundary", "boundary", "core"])
+    stats = pick_stats(feats, picks, roles, np.array([0, 0, 1, 1]), 3)
+    assert tuple(stats) == STAT_COLUMNS  # the tables' column order
+    gaps = np.sqrt(((feats[:, None].astype(np.float64) - feats[picks]) ** 2).sum(-1)).min(1)
+    assert (stats["picks"], stats["core"], stats["boundary"], stats["baseline"]) == (4, 2, 2, 0)
+    assert (stats["pseudo_classes"], stats["pseudo_classes_reached"]) == (3, 2)
+    np.testing.assert_allclose(stats["coverage_mean"], gaps.mean(), rtol=1e-6)
+    np.testing.assert_allclose(stats["coverage_p95"], np.percentile(gaps, 95), rtol=1e-6)
+    np.testing.assert_allclose(stats["coverage_max"], gaps.max(), rtol=1e-6)

@@ -35,6 +35,7 @@ def test_dry_run_plans_selection_and_export_only(tmp_path):
         "baseline": 2,
         "export": 3,
         "pool_map": 1,
+        "pick_report": 1,
     }
 
 
@@ -122,6 +123,10 @@ def test_every_run_exports_its_picks(picked, method):
     assert (out / "picks.txt").read_text().splitlines() == table["path"].tolist()
     assert Image.open(out / "contact_sheet.png").size[0] > 100
     assert (workdir / "results/plots/mine_map.png").is_file()
+    runs = pd.read_csv(workdir / "results/tables/mine_picks.csv").set_index("method")
+    assert runs.loc[method, "picks"] == 20 and runs.loc[method, "pseudo_classes"] == 10
+    assert runs.loc[method, "core"] == (10 if method == "bilaf" else 0)
+    assert "coverage" in (workdir / "results/tables/mine_picks.md").read_text()
 
 
 def test_a_labels_file_naming_another_image_fails_in_one_line(picked, pool):
@@ -163,6 +168,8 @@ def test_labels_of_the_picks_predict_the_rest(picked, pool):
             (workdir / f"results/mine/predictions/{mode}/bilaf/B20_s0.json").read_text()
         )
         assert metrics["n_train"] == 20 and "cross-validated" in metrics["note"]
+    runs = pd.read_csv(workdir / "results/tables/mine_picks.csv")
+    assert runs["linear_crossval_top1"].notna().all() and runs["knn_crossval_top1"].notna().all()
 
 
 def test_images_labeled_before_are_never_picked_and_train_the_probes(picked, pool):
