@@ -52,6 +52,7 @@ FRAME = 3  # the frame's width: a pad of this inside every tile keeps it off the
 BROKEN_TILE = (200, 200, 200)
 HEADER_HEIGHT = 18
 GAP = 4
+MAX_HEIGHT = 60_000  # beyond this the tiles shrink (to 16 px at least): 10,000 picks stay sane
 MAX_WIDTH = 4096  # fewer columns than asked rather than a sheet wider than this
 
 
@@ -198,11 +199,13 @@ def contact_sheet(
     columns: int = 16,
     title: str = "",
     workers: int = 4,
+    max_height: int = MAX_HEIGHT,
 ) -> list[tuple[int, int, int, int]]:
     """A PNG of the picks' thumbnails grouped by pseudo-class (``groups``), cores in a crimson
     frame tagged "core", an unreadable file as a grey tile with a cross; returns each pick's tile
     box (left, top, right, bottom) in input order. Fewer ``columns`` than asked when the sheet
-    would be wider than MAX_WIDTH. ``workers`` threads decode (Pillow releases the GIL)."""
+    would be wider than MAX_WIDTH, smaller tiles than asked (16 px at least) when it would be
+    taller than ``max_height``. ``workers`` threads decode (Pillow releases the GIL)."""
     from PIL import Image, ImageDraw, ImageFont
 
     groups = np.asarray(groups, dtype=np.int64)
@@ -215,8 +218,13 @@ def contact_sheet(
     check_option(tile, "contact sheet tile", int, low=16)
     check_option(columns, "contact sheet columns", int, low=1)
     check_option(workers, "contact sheet workers", int, low=1)
-    columns = max(1, min(columns, len(paths), (MAX_WIDTH - GAP) // (tile + GAP)))
-    boxes, headers, size = sheet_layout(groups, columns, tile, GAP + HEADER_HEIGHT * bool(title))
+    top = GAP + HEADER_HEIGHT * bool(title)
+    while True:
+        cols = max(1, min(columns, len(paths), (MAX_WIDTH - GAP) // (tile + GAP)))
+        boxes, headers, size = sheet_layout(groups, cols, tile, top)
+        if size[1] <= max_height or tile == 16:
+            break
+        tile, columns = max(16, tile * 4 // 5), columns * 5 // 4 + 1  # same width, fewer rows
     canvas = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()

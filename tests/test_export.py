@@ -247,6 +247,16 @@ def test_a_wide_sheet_gets_fewer_columns(tmp_path, pictures):
     assert len({box[1] for box in boxes}) == 2  # 20 tiles of 300 px in two rows
 
 
+def test_a_tall_sheet_gets_smaller_tiles(tmp_path, pictures):
+    paths = pictures[:30] * 4  # 120 picks in 3 groups
+    groups = np.repeat([0, 1, 2], 40)
+    out = tmp_path / "s.png"
+    boxes = contact_sheet(paths, groups, np.zeros(120), out, tile=96, columns=8, max_height=400)
+    width, height = Image.open(tmp_path / "s.png").size
+    assert height <= 400 and width <= MAX_WIDTH and len(boxes) == 120
+    assert 16 <= boxes[0][2] - boxes[0][0] < 96
+
+
 def test_the_contact_sheet_refuses_bad_input(tmp_path, pictures):
     with pytest.raises(InputError, match="2 paths, 1 groups and 2 core flags"):
         contact_sheet(pictures[:2], np.zeros(1), np.zeros(2), tmp_path / "s.png")
