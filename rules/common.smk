@@ -398,6 +398,27 @@ def bilaf_option(key):
     return lambda w: parse_method(w.method)[1].get(key, cfg(w)["bilaf"][key])
 
 
+def boundary_method_pattern():
+    """The boundary rule's method names: BiLAF's, with the grid's sweep points. Never empty: an
+    empty pattern would match every method (a grid without BiLAF made them ambiguous).
+    """
+    names = {
+        *BOUNDARY_METHODS,
+        *(m for m in every_method() if parse_method(m)[0] in BOUNDARY_METHODS),
+    }
+    return "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+
+
+def baseline_options(w):
+    """Options the pipeline sets for a baseline: ProbCover's k-means k is the class count, as in
+    its paper (an unlabeled pool's: its BiLAF core count, the pseudo-classes)."""
+    if PIPELINE_METHODS[w.method][0] != "probcover":
+        return ""
+    c = cfg(w)
+    k = method_cores(c, "bilaf") if is_unlabeled(c) else num_classes(c)
+    return f"--option clusters={k}"
+
+
 # Helpers of rules/finetune.smk
 def selection_input(w):
     return selection_path(w.dataset, w.method, w.budget, w.seed)

@@ -38,12 +38,7 @@ rule boundary:
     log:
         log_path(f"boundary/{CELL}"),
     wildcard_constraints:
-        method="|".join(
-            map(
-                re.escape,
-                [m for m in every_method() if parse_method(m)[0] in BOUNDARY_METHODS],
-            )
-        ),
+        method=boundary_method_pattern(),
     conda:
         "../envs/bilaf.yaml"
     threads: 1
@@ -87,7 +82,9 @@ rule baseline:
         mem_mb=8000,
     params:
         method=lambda w: PIPELINE_METHODS[w.method][0],
+        options=baseline_options,
         labeled=labeled_flag,
     shell:
         "bilaf select {params.method} --features {input.features} --budget {wildcards.budget} "
-        "--seed {wildcards.seed} {params.labeled} --threads {threads} --out {output} 2> {log}"
+        "--seed {wildcards.seed} {params.options} {params.labeled} --threads {threads} "
+        "--out {output} 2> {log}"

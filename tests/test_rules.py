@@ -55,3 +55,13 @@ def test_a_dry_run_names_the_bad_key(tmp_path):
     result = snakemake(tmp_path, "-n", "--config", "budgets=[20,-5]")
     assert result.returncode != 0
     assert "config key budgets[1]: -5 is less than or equal to" in result.stdout + result.stderr
+
+
+def test_probcover_gets_the_class_count_as_its_k(tmp_path):
+    """ProbCover's δ comes from k-means with k = the number of classes (its paper), not the
+    budget, which makes δ so small at large budgets that every ball holds its own point only.
+    A grid without BiLAF plans too (the boundary rule's pattern once matched every method)."""
+    result = snakemake(tmp_path, "-n", "-p", "--config", "methods=[probcover]", "budgets=[100,250]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line for line in result.stdout.splitlines() if "select probcover" in line]
+    assert commands and all("--option clusters=10 " in line for line in commands)

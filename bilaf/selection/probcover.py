@@ -98,13 +98,18 @@ def gather_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np
     return indices[offsets + np.arange(lengths.sum())]
 
 
-def greedy_cover(indptr: np.ndarray, indices: np.ndarray, budget: int) -> list[int]:
-    """Up to ``budget`` picks in order, each covering the most uncovered points (ties: lowest id).
+def greedy_cover(
+    indptr: np.ndarray, indices: np.ndarray, budget: int, tie_rank: np.ndarray
+) -> list[int]:
+    """Up to ``budget`` picks in order, each covering the most uncovered points; among equal
+    gains the lowest ``tie_rank`` (a permutation of the ids: seeded, so never storage order,
+    which walks a class-ordered pool row by row once the balls are small).
 
     Stops once every point is covered. A point is covered once, and then every ball holding it
     loses one from its gain (found through the reversed graph), so the loop costs O(edges + n·B).
     """
     n = indptr.size - 1
+    tie_break = (n - 1 - np.asarray(tie_rank, dtype=np.int64)).astype(np.int64)
     holders = np.repeat(np.arange(n, dtype=indices.dtype), np.diff(indptr))
     rev_indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(indices, minlength=n), out=rev_indptr[1:])
@@ -113,7 +118,7 @@ def greedy_cover(indptr: np.ndarray, indices: np.ndarray, budget: int) -> list[i
     covered = np.zeros(n, dtype=bool)
     picks: list[int] = []
     while len(picks) < budget:
-        best = int(np.argmax(gain))
+        best = int(np.argmax(gain.astype(np.int64) * n + tie_break))
         if gain[best] == 0:
             break
         ball = indices[indptr[best] : indptr[best + 1]]
@@ -150,11 +155,13 @@ def probcover(
     max_edges: int = 100_000_000,
     device: str | None = None,
 ) -> np.ndarray:
-    """ProbCover picks in greedy order, then seeded random unpicked samples once all are covered.
+    """ProbCover picks in greedy order (equal gains in a seeded random order), then seeded random
+    unpicked samples once all are covered.
 
     ``delta`` (on L2-normalised features) is used as given; ``None`` takes the largest
-    ``delta_grid`` value with purity >= ``alpha`` w.r.t. k-means pseudo-labels (``clusters``
-    centres, default ``budget``; set it to the number of classes to follow the paper).
+    ``delta_grid`` value with purity >= ``alpha`` w.r.t. k-means pseudo-labels with ``clusters``
+    centres: the paper's k is the number of classes, which the pipeline passes (an unlabeled
+    pool: its BiLAF core count); the default here, the budget, makes δ small at large budgets.
     """
     n = features.shape[0]
     clusters = budget if clusters is None else clusters
@@ -164,7 +171,9 @@ def probcover(
     rng = np.random.default_rng(seed)
     if delta is None:
         delta = auto_delta(x, int(clusters), alpha, tuple(delta_grid), rng, iters, tol)
-    picks = greedy_cover(*delta_graph(x, float(delta), max_edges), budget)
+    # Tie ranks from a stream of their own: a given δ and the automatic one break ties alike.
+    ties = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]).permutation(n)
+    picks = greedy_cover(*delta_graph(x, float(delta), max_edges), budget, ties)
     if len(picks) < budget:
         rest = np.setdiff1d(np.arange(n), picks)
         picks.extend(rng.choice(rest, size=budget - len(picks), replace=False).tolist())

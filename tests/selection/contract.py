@@ -79,6 +79,15 @@ class SelectionContract:
         with pytest.raises(SelectionError, match="exceeds the pool size 60 less its 30 labeled"):
             select(self.method, feats[:60], 31, 0, labeled=np.arange(30), **self.options)
 
+    def test_picks_do_not_pile_up_in_storage_order(self):
+        """A pool stored class by class (as an image folder is): the picks spread over it, as
+        they would over any order; a greedy breaking ties by lowest id walks the first rows."""
+        feats = blobs()
+        order = np.argsort(np.argmin(((feats[:, None] - feats[None, :8]) ** 2).sum(-1), 1))
+        picked = self.run(feats[order], budget=self.budget)
+        first_quarter = (picked < feats.shape[0] // 4).mean()
+        assert first_quarter < 0.5, f"{first_quarter:.0%} of the picks in the first quarter"
+
     def test_exact_budget_unique_in_range(self):
         feats = blobs()
         picked = self.run(feats)

@@ -52,12 +52,14 @@ def test_each_pick_covers_the_most_uncovered_points():
     feats = blobs(n=300, d=8, seed=2)
     balls = dense_balls(feats, 0.5)
     indptr, indices = delta_graph(torch.from_numpy(unit(feats)), 0.5, max_edges=10**6)
-    picks = greedy_cover(indptr, indices, 300)
+    rank = np.random.default_rng(7).permutation(300)
+    picks = greedy_cover(indptr, indices, 300, rank)
     covered = np.zeros(300, dtype=bool)
     for pick in picks:
         gains = (balls & ~covered[None, :]).sum(1)
         assert gains[pick] == gains.max() > 0
-        assert pick == int(np.argmax(gains))
+        best = np.flatnonzero(gains == gains.max())
+        assert pick == best[np.argmin(rank[best])]  # equal gains: the lowest tie rank
         covered |= balls[pick]
     assert covered.all()  # it stops exactly when everything is covered
     assert (balls[picks[:-1]].sum(0) > 0).sum() < 300
@@ -66,7 +68,8 @@ def test_each_pick_covers_the_most_uncovered_points():
 def test_selection_starts_with_greedy_cover_then_fills_randomly():
     feats = blobs(n=200, d=8, seed=3)
     indptr, indices = delta_graph(torch.from_numpy(unit(feats)), 1.0, max_edges=10**6)
-    cover = greedy_cover(indptr, indices, 200)
+    ties = np.random.default_rng(np.random.SeedSequence(0).spawn(1)[0]).permutation(200)
+    cover = greedy_cover(indptr, indices, 200, ties)  # the seed's tie ranks
     picked = select("probcover", feats, 60, 0, delta=1.0, device="cpu")
     assert len(cover) < 60
     assert picked[: len(cover)].tolist() == cover
