@@ -333,9 +333,7 @@ class AuditFailed(BilafError):
 def cmd_report(args: argparse.Namespace) -> None:
     from bilaf.report import write_report
 
-    written = write_report(
-        args.metrics, args.tables_dir, args.plots_dir, args.method_order, args.title
-    )
+    written = _call(write_report, args)
     print("\n".join(map(str, written)))
 
 
@@ -411,6 +409,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     from bilaf.finetune import finetune
     from bilaf.finetune_full import Recipe
     from bilaf.labels import is_pool_labels, label_pool, predict
+    from bilaf.report import METRICS, write_report
     from bilaf.scan import BAD_IMAGE_ACTIONS as BAD
     from bilaf.scan import scan_pool
 
@@ -575,6 +574,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", type=Path, required=True, help="folder for the plots")
     p.add_argument("--method-order", nargs="*", default=None, help="row / legend order")
     p.add_argument("--title", default="", help="headline of every table and plot")
+    add_defaulted(p, "--metric", write_report, "the number shown", choices=list(METRICS))
     p.set_defaults(
         func=cmd_report, inputs=["metrics"], outputs={"tables_dir": None, "plots_dir": None}
     )

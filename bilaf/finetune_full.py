@@ -319,7 +319,7 @@ def finetune_full(
     )
     record = {k: v for k, v in out.items() if k != "test_logits"}
     facts = labeled_facts("full", n_classes, y)
-    meta = {**facts, **record, "table_uses": "last_top1", "checkpoint": str(checkpoint)}
+    meta = {**facts, **record, "checkpoint": str(checkpoint)}
     return {"mode": np.array("full"), "test_logits": out["test_logits"]}, meta
 
 

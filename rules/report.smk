@@ -22,9 +22,10 @@ rule report:
         tables_dir=lambda w, output: os.path.dirname(output.summary_csv),
         plots_dir=lambda w, output: os.path.dirname(output.plots[0]),
         methods=" ".join(map(shlex.quote, method_order())),
+        metric=config["report"]["metric"],
     shell:
         "bilaf report --metrics {input} --tables-dir {params.tables_dir} "
-        "--plots-dir {params.plots_dir} "
+        "--plots-dir {params.plots_dir} --metric {params.metric} "
         "--method-order {params.methods} 2> {log}"
 
 

@@ -13,6 +13,7 @@ from bilaf.export import export
 from bilaf.features import extract
 from bilaf.finetune import finetune
 from bilaf.finetune_full import Recipe
+from bilaf.report import write_report
 from bilaf.scan import scan_pool
 from bilaf.selection import METHOD_MODULES, get_method
 
@@ -53,8 +54,9 @@ def test_pipeline_methods_cover_every_selection_method():
         (PROPS["finetune"], finetune),
         (PROPS["export"], export),
         (PROPS["dataset"], scan_pool),
+        (PROPS["report"], write_report),
     ],
-    ids=["activeft", "bilaf", "backbone", "finetune", "export", "scan"],
+    ids=["activeft", "bilaf", "backbone", "finetune", "export", "scan", "report"],
 )
 def test_schema_defaults_equal_the_functions(block, fn):
     ours, theirs = schema_defaults(block), signature_defaults(fn)

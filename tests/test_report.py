@@ -216,3 +216,32 @@ def test_cli_report_prints_the_files_written(tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert str(tables / "d.md") in printed and str(plots / "d_accuracy.svg") in printed
     assert all(Path(path).exists() for path in printed)
+
+
+def test_best_test_shows_the_best_periodic_evaluation_and_says_so(tmp_path):
+    """Full finetuning records its best periodic test top-1 beside the final one; a probe is
+    evaluated once, so both metrics show its one number. The caption names the metric."""
+    probe = write_metrics(tmp_path, MAIN)
+    full = write_metrics(tmp_path, {("bilaf", 10): [40.0, 42.0]}, mode="full")
+    for path, best in zip(full, [47.0, 45.0], strict=True):
+        m = json.loads(Path(path).read_text())
+        Path(path).write_text(json.dumps({**m, "best_top1": best, "last_top1": m["top1"]}))
+    tables = {}
+    for metric in ("last", "best_test"):
+        out = tmp_path / metric
+        write_report(probe + full, out / "t", out / "p", metric=metric)
+        tables[metric] = pd.read_csv(out / "t" / "summary.csv").set_index(
+            ["finetune_mode", "method", "budget"]
+        )
+        assert (tables[metric]["metric"] == metric).all()
+    assert tables["last"].loc[("full", "bilaf", 10), "mean"] == pytest.approx(41.0)
+    assert tables["best_test"].loc[("full", "bilaf", 10), "mean"] == pytest.approx(46.0)
+    probes = [k for k in tables["last"].index if k[0] == "linear"]
+    pd.testing.assert_series_equal(
+        tables["last"].loc[probes, "mean"], tables["best_test"].loc[probes, "mean"]
+    )
+    md = (tmp_path / "best_test" / "t" / "summary.md").read_text()
+    assert "best test top-1 % over the periodic evaluations" in md
+    assert "test top-1 % of the final model" in (tmp_path / "last" / "t" / "summary.md").read_text()
+    with pytest.raises(Exception, match="report metric 'best'"):
+        write_report(probe, tmp_path / "x", tmp_path / "y", metric="best")
