@@ -189,3 +189,86 @@ def test_evaluation_batches_are_the_extraction_input():
     torch.testing.assert_close(_batch(x, PREP, "cpu"), model_input(x, PREP, "cpu"))
     train = _batch(x, PREP, "cpu", torch.Generator().manual_seed(0), RECIPE.min_crop)
     assert train.shape == (4, 3, 32, 32) and train.dtype == torch.float32
+
+
+class Linear(torch.nn.Module):
+    """A model without batch norm: two processes of half a batch each must then train exactly as
+    one process of the whole batch (DDP averages the gradients)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Linear(3 * 32 * 32, 3)
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+
+
+def train_linear(tmp_path, name):
+    x, y = toy_images()
+    tx, ty = toy_images(30, seed=1)
+    net = Linear()
+    recipe = Recipe(**{**RECIPE.__dict__, "epochs": 3})
+    out = train_full(net, "linear", x, y, tx, ty, recipe, PREP, tmp_path / f"{name}.pt")
+    return net, out
+
+
+def _ddp_worker(rank, port, folder):
+    import os
+
+    os.environ.update(
+        WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    net, out = train_linear(Path(folder), f"rank{rank}")
+    torch.save({"state": net.state_dict(), "out": out}, Path(folder) / f"rank{rank}.result")
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_with_the_same_lr_and_total_batch(tmp_path):
+    """The total batch (so the lr) is fixed whatever the process count: 2 gloo processes end
+    with the single process's weights, lr and effective batch."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2)
+    single, alone = train_linear(tmp_path, "single")
+    for rank in (0, 1):
+        result = torch.load(tmp_path / f"rank{rank}.result", weights_only=False)
+        out = result["out"]
+        assert out["world_size"] == 2 and out["per_device_batch_size"] == 8
+        assert out["effective_batch_size"] == alone["effective_batch_size"] == 16
+        assert out["lr"] == alone["lr"]
+        for key, value in single.state_dict().items():
+            torch.testing.assert_close(result["state"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_every_epoch_reshuffles_in_one_process(tmp_path, monkeypatch):
+    """The official DeiT-based code calls set_epoch only under DDP, so one GPU replays one order;
+    here each epoch draws its own order from (seed, epoch) whatever the process count."""
+    seen = []
+    real = torch.randperm
+
+    def spy(n, *args, **kwargs):
+        order = real(n, *args, **kwargs)
+        seen.append(order.tolist())
+        return order
+
+    monkeypatch.setattr(torch, "randperm", spy)
+    run(tmp_path, Recipe(**{**RECIPE.__dict__, "epochs": 3}))
+    orders = [o for o in seen if len(o) == 48]  # the labeled set's orders, one per epoch
+    assert len(orders) == 3 and len({tuple(o) for o in orders}) == 3
+
+
+def test_a_one_task_slurm_job_is_not_a_distributed_run(monkeypatch):
+    import torch.distributed as dist
+
+    from bilaf.finetune_full import _distributed_rank_world
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for key, value in {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    assert _distributed_rank_world() == (0, 1) and not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process
+    assert _distributed_rank_world() == (0, 1) and not dist.is_initialized()
