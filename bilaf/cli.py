@@ -40,7 +40,8 @@ SELECT_OPTIONS: dict[str, list[tuple[str, Any, str]]] = {
     ],
     "bilaf": [
         ("--cores", Path, "JSON list of core sample ids, in order; else ActiveFT picks them"),
-        ("--n-cores", int, "number of ActiveFT cores when --cores is absent"),
+        ("--n-cores", int, "number of cores to pick when --cores is absent"),
+        ("--core-method", str, "how --n-cores are picked: activeft, kmeans, fds or random"),
         ("--mode", str, "'paper' (the paper's text) or 'reference' (the official code)"),
         ("--k", int, "neighbours in the density score"),
         ("--p-in", float, "denoising growth step, fraction of the cluster"),

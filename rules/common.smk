@@ -189,6 +189,16 @@ def selection_path(dataset, method, budget, seed):
     return f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.json"
 
 
+def boundary_cores_path(dataset, method, seed):
+    """The cores a BiLAF run starts from: K picked by bilaf.core_method (ActiveFT, the paper's;
+    or K-Means, FDS, random, as in its Table 6): that method's selection at budget K, so each
+    core method's cores are cached apart and shared with its own runs at that budget."""
+    c = GRID[dataset]
+    return selection_path(
+        dataset, c["bilaf"]["core_method"], method_cores(c, method), seed
+    )
+
+
 def scores_path(dataset, method, budget, seed):
     """A BiLAF run's boundary score of each pick (null for a core), beside its selection."""
     return (
@@ -461,7 +471,7 @@ def map_cores(w):
     c = cfg(w)
     if not (set(c["methods"]) & set(BOUNDARY_METHODS) or is_unlabeled(c)):
         return []
-    return [cores_path(w.dataset, method_cores(c, "bilaf"), c["seeds"][0])]
+    return [boundary_cores_path(w.dataset, "bilaf", c["seeds"][0])]
 
 
 # Helpers of rules/download.smk (the scan of an unlabeled pool)
@@ -513,4 +523,4 @@ def run_scores(w):
 def run_cores(w):
     """The cores a run's picks are grouped by (their pseudo-class: the nearest one): a BiLAF
     run's own cores; the dataset's BiLAF cores of that seed for every other method."""
-    return cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed)
+    return boundary_cores_path(w.dataset, w.method, w.seed)

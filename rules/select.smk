@@ -27,10 +27,11 @@ rule core:
 
 
 rule boundary:
-    """BiLAF boundary selection (SPEC §3) from the seed's ActiveFT cores up to the budget."""
+    """BiLAF boundary selection (SPEC §3) from the seed's cores (bilaf.core_method's; ActiveFT
+    by default) up to the budget."""
     input:
         features=features_path("pool"),
-        cores=lambda w: cores_path(w.dataset, method_cores(cfg(w), w.method), w.seed),
+        cores=lambda w: boundary_cores_path(w.dataset, w.method, w.seed),
         labeled=labeled_input,
     output:
         selection=selection_path("{dataset}", "{method}", "{budget}", "{seed}"),

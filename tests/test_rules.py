@@ -65,3 +65,23 @@ def test_probcover_gets_the_class_count_as_its_k(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     commands = [line for line in result.stdout.splitlines() if "select probcover" in line]
     assert commands and all("--option clusters=10 " in line for line in commands)
+
+
+def commands(result, text):
+    """The shell commands of a dry run (-p) that contain ``text``."""
+    return [line for line in result.stdout.splitlines() if text in line]
+
+
+def test_core_method_changes_only_the_boundary_cores(tmp_path):
+    """bilaf.core_method=kmeans: the boundary rule reads K-Means' selection of K (a baseline job
+    of its own, cached apart from ActiveFT's cores, which no job plans for BiLAF any more)."""
+    args = ("-n", "-p", "--config", "methods=[bilaf,random]", "budgets=[100]")
+    plain = snakemake(tmp_path, *args)
+    kmeans = snakemake(tmp_path, *args, 'bilaf={"core_method": "kmeans"}')
+    assert plain.returncode == 0 and kmeans.returncode == 0, kmeans.stderr[-2000:]
+    for result, cores in ((plain, "cores/K50_s"), (kmeans, "selection/kmeans/B50_s")):
+        boundary = commands(result, "select bilaf ")
+        assert boundary and all(f"--cores results/fmnist10k/{cores}" in line for line in boundary)
+    assert "select activeft" in plain.stdout and "select activeft" not in kmeans.stdout
+    assert "select kmeans" in kmeans.stdout
+    assert commands(kmeans, "select random") == commands(plain, "select random")

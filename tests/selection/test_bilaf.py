@@ -74,6 +74,7 @@ BILAF_OPTION_TESTS = {
     "labeled": ("test_labeled_samples_are_never_picked", "test_labeled_samples_lead_classes"),
     # the scores equal the plain transcription's too (test_bilaf_plain)
     "return_scores": ("test_scores_come_with_the_same_picks",),
+    "core_method": ("test_core_method_picks_the_cores",),
     # k, p_in, p_rm, delta: the transcriptions (test_bilaf_plain) vary them; the fixtures too
     **{
         key: ("test_paper_mode_on_fixtures", "test_bad_options_rejected")
@@ -284,3 +285,14 @@ def test_scores_come_with_the_same_picks(mode):
     assert np.isfinite(scores[~np.isnan(scores)]).all()
     ids, none = select("random", feats, 10, 0, with_scores=True)
     assert ids.shape == none.shape == (10,) and np.isnan(none).all()
+
+
+@pytest.mark.parametrize("core_method", ["activeft", "kmeans", "fds", "random"])
+def test_core_method_picks_the_cores(core_method):
+    """n_cores with a core method equals BiLAF from that method's own selection of K."""
+    feats = blobs()
+    cores = select(core_method, feats, 8, 2)
+    picked = select("bilaf", feats, 40, 2, n_cores=8, core_method=core_method)
+    np.testing.assert_array_equal(picked, select("bilaf", feats, 40, 2, cores=cores))
+    with pytest.raises(SelectionError, match="core_method 'typiclust'"):
+        select("bilaf", feats, 40, 2, n_cores=8, core_method="typiclust")

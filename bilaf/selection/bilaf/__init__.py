@@ -67,6 +67,7 @@ from bilaf.selection.bilaf.pseudo_classes import OPPONENTS, assign_classes
 from bilaf.selection.bilaf.scores import REFILL, CoreRows, PaperScores, ReferenceScores
 
 MODES = ("paper", "reference")
+CORE_METHODS = ("activeft", "kmeans", "fds", "random")  # the paper's Table 6 core selectors
 WHOLE_MATRIX = 2048  # paper mode: classes up to this size get their whole matrix (measured)
 
 
@@ -109,9 +110,10 @@ def _resolve_cores(
     n_cores: Any,
     device: Any,
     labeled: np.ndarray | None = None,
+    core_method: str = "activeft",
 ) -> np.ndarray:
-    """The core ids in the given order: ``cores`` checked, or ``n_cores`` picked by ActiveFT
-    (which counts the ``labeled`` samples as cores already)."""
+    """The core ids in the given order: ``cores`` checked, or ``n_cores`` picked by
+    ``core_method`` (which uses the ``labeled`` samples as it does)."""
     n = features.shape[0]
     if cores is not None:
         ids = check_ids(cores, n, "cores")
@@ -129,7 +131,12 @@ def _resolve_cores(
             raise SelectionError(
                 f"budget {budget} < {n_cores} cores: raise the budget or lower the core count"
             )
-        ids = select("activeft", features, int(n_cores), seed, labeled=labeled, device=device)
+        if core_method not in CORE_METHODS:
+            raise SelectionError(
+                f"core_method {core_method!r}: use one of {', '.join(CORE_METHODS)}"
+            )
+        on = {"device": device} if core_method != "random" else {}
+        ids = select(core_method, features, int(n_cores), seed, labeled=labeled, **on)
     if budget < ids.size:
         raise SelectionError(
             f"budget {budget} < {ids.size} cores: raise the budget or lower the core count"
@@ -153,12 +160,14 @@ def bilaf(
     normalize: bool = False,
     labeled: np.ndarray | None = None,
     return_scores: bool = False,
+    core_method: str = "activeft",
     device: Any = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """BiLAF: the cores plus ``budget`` − K boundary samples, clusters in core order (SPEC §3);
     with ``return_scores`` also each pick's boundary score when it was picked (NaN for a core).
 
-    ``cores`` (ids, in their order) or ``n_cores`` (ActiveFT with ``seed``) give the cores.
+    ``cores`` (ids, in their order) or ``n_cores`` (picked with ``seed`` by ``core_method``:
+    ActiveFT, the paper's, or K-Means, FDS, random as in its Table 6) give the cores.
     ``k``, ``p_in``, ``p_rm``, ``delta``: density neighbours, growth step, removal fraction and
     opponent penalty (BiLAF §3.2-3.3). ``normalize`` L2-normalises the features first (the paper's
     text; the official code uses raw features). ``device`` only speeds up the nearest-core pass.
@@ -173,7 +182,7 @@ def bilaf(
     the K new cores and the boundary picks of every class.
     """
     _check_options(mode, k, p_in, p_rm, delta)
-    core_ids = _resolve_cores(features, budget, seed, cores, n_cores, device, labeled)
+    core_ids = _resolve_cores(features, budget, seed, cores, n_cores, device, labeled, core_method)
     if labeled is not None and len(labeled):
         if mode == "reference":
             raise SelectionError(
