@@ -131,10 +131,15 @@ def sweep_budgets(config: dict[str, Any]) -> list[int]:
     return resolve_counts(sweep["budgets"], pool_size(config), "sweep.budgets")
 
 
-def method_cores(config: dict[str, Any], method: str) -> int:
-    """BiLAF's core count for a pipeline method: the config's, or the sweep point's."""
-    value = parse_method(method)[1].get("cores", config["cores"])
-    return resolve_count(value, pool_size(config), "cores")
+def method_cores(config: dict[str, Any], method: str, budget: int | None = None) -> int:
+    """BiLAF's core count for a pipeline method: the sweep point's, else ``cores_per_budget`` of
+    the run's ``budget`` (at least 1; the paper's Table 5: more cores for larger budgets), else
+    ``cores``. Without a budget (the pseudo-classes of other methods' picks): ``cores``."""
+    point = parse_method(method)[1]
+    share = config.get("cores_per_budget")
+    if "cores" not in point and share is not None and budget is not None:
+        return max(1, round(share * budget))
+    return resolve_count(point.get("cores", config["cores"]), pool_size(config), "cores")
 
 
 def split_sizes(config: dict[str, Any]) -> dict[str, int]:
@@ -430,7 +435,7 @@ def check_selection_counts(config: dict[str, Any]) -> None:
             raise ConfigError(f"{key}: {count} exceeds the pool size {pool}")
     if any(m in BOUNDARY_METHODS for m in config["methods"]):
         for i, budget in enumerate(resolved):
-            if budget < cores:
+            if budget < method_cores(config, "bilaf", budget):
                 raise ConfigError(
                     f"budgets[{i}]: {budget} < {cores} cores for BiLAF: raise the budget or "
                     "lower cores"
@@ -439,7 +444,7 @@ def check_selection_counts(config: dict[str, Any]) -> None:
     resolve_counts(sweep_cores, pool, "sweep.params.cores")  # point names write 1.0 as 1
     for i, budget in enumerate(sweep_budgets(config)):
         for method in sweep_methods(config):
-            k = method_cores(config, method)
+            k = method_cores(config, method, budget)
             if not k <= budget <= (pool or budget):
                 raise ConfigError(
                     f"sweep.budgets[{i}]: {budget} must lie between the {k} cores of {method} "

@@ -189,13 +189,13 @@ def selection_path(dataset, method, budget, seed):
     return f"{RESULTS}/{dataset}/selection/{cell_name(method, budget, seed)}.json"
 
 
-def boundary_cores_path(dataset, method, seed):
+def boundary_cores_path(dataset, method, seed, budget):
     """The cores a BiLAF run starts from: K picked by bilaf.core_method (ActiveFT, the paper's;
     or K-Means, FDS, random, as in its Table 6): that method's selection at budget K, so each
     core method's cores are cached apart and shared with its own runs at that budget."""
     c = GRID[dataset]
     return selection_path(
-        dataset, c["bilaf"]["core_method"], method_cores(c, method), seed
+        dataset, c["bilaf"]["core_method"], method_cores(c, method, int(budget)), seed
     )
 
 
@@ -471,7 +471,7 @@ def map_cores(w):
     c = cfg(w)
     if not (set(c["methods"]) & set(BOUNDARY_METHODS) or is_unlabeled(c)):
         return []
-    return [boundary_cores_path(w.dataset, "bilaf", c["seeds"][0])]
+    return [boundary_cores_path(w.dataset, "bilaf", c["seeds"][0], budgets(c)[0])]
 
 
 # Helpers of rules/download.smk (the scan of an unlabeled pool)
@@ -498,7 +498,8 @@ def largest_count(w):
     """The most images a selection of the dataset picks (the scan checks that many are there)."""
     c = cfg(w)
     methods = c["methods"] + sweep_methods(c)
-    return max(budgets(c) + sweep_budgets(c) + [method_cores(c, m) for m in methods])
+    counts = budgets(c) + sweep_budgets(c)
+    return max(counts + [method_cores(c, m, b) for m in methods for b in counts])
 
 
 # Helpers of rules/export.smk
@@ -523,4 +524,4 @@ def run_scores(w):
 def run_cores(w):
     """The cores a run's picks are grouped by (their pseudo-class: the nearest one): a BiLAF
     run's own cores; the dataset's BiLAF cores of that seed for every other method."""
-    return boundary_cores_path(w.dataset, w.method, w.seed)
+    return boundary_cores_path(w.dataset, w.method, w.seed, w.budget)

@@ -31,7 +31,7 @@ rule boundary:
     by default) up to the budget."""
     input:
         features=features_path("pool"),
-        cores=lambda w: boundary_cores_path(w.dataset, w.method, w.seed),
+        cores=lambda w: boundary_cores_path(w.dataset, w.method, w.seed, w.budget),
         labeled=labeled_input,
     output:
         selection=selection_path("{dataset}", "{method}", "{budget}", "{seed}"),

@@ -339,3 +339,15 @@ def test_unlabeled_keys_are_refused_on_a_labeled_source(config, key):
     check_schema(config, SCHEMA)
     with pytest.raises(ConfigError, match=f"dataset.{key}: only for source unlabeled"):
         check_config(config)
+
+
+def test_cores_per_budget_grows_the_core_count_with_the_budget(config):
+    config["cores_per_budget"] = 0.1
+    check_schema(config, SCHEMA)
+    check_config(config)
+    assert [method_cores(config, "bilaf", b) for b in (100, 250, 1000, 4)] == [10, 25, 100, 1]
+    assert method_cores(config, "bilaf") == 50  # no budget: `cores` (other methods' groups)
+    assert method_cores(config, "bilaf@cores=20", 1000) == 20  # a sweep point's count wins
+    config["cores_per_budget"] = 1.5
+    with pytest.raises(ConfigError, match="cores_per_budget"):
+        check_schema(config, SCHEMA)

@@ -85,3 +85,24 @@ def test_core_method_changes_only_the_boundary_cores(tmp_path):
     assert "select activeft" in plain.stdout and "select activeft" not in kmeans.stdout
     assert "select kmeans" in kmeans.stdout
     assert commands(kmeans, "select random") == commands(plain, "select random")
+
+
+def test_cores_per_budget_gives_each_budget_its_own_cores(tmp_path):
+    result = snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        "--config",
+        "methods=[bilaf]",
+        "budgets=[100,250]",
+        "seeds=[0]",
+        "cores_per_budget=0.1",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    boundary = commands(result, "select bilaf ")
+    assert any("--budget 100 " in c and "cores/K10_s0.json" in c for c in boundary)
+    assert any("--budget 250 " in c and "cores/K25_s0.json" in c for c in boundary)
+    assert {c.split("--budget ")[1].split()[0] for c in commands(result, "select activeft")} == {
+        "10",
+        "25",
+    }
