@@ -363,6 +363,15 @@ def _call(fn: Any, args: argparse.Namespace, **given: Any) -> Any:
     return fn(**given, **{name: getattr(args, name) for name in named})
 
 
+def _add_pool_run(p: argparse.ArgumentParser) -> None:
+    """The inputs of a stage on one run of an unlabeled pool: its store, rows and selection,
+    and the run's keys to record (method, budget, seed)."""
+    p.add_argument("--features", type=Path, required=True, help="pool feature store")
+    p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
+    p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
+    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE", help="run keys recorded")
+
+
 def _add_images(p: argparse.ArgumentParser) -> None:
     """The flags that say where a dataset's images are (see :func:`_folders`)."""
     p.add_argument("--source", required=True, help="dataset registry entry (bilaf.data)")
@@ -470,13 +479,10 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     _add_select(sub, list(argv))
 
     p = sub.add_parser("export", help="an unlabeled pool's picks for annotation; contact sheet")
-    p.add_argument("--features", type=Path, required=True, help="pool feature store")
-    p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
-    p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
+    _add_pool_run(p)
     p.add_argument("--cores", type=Path, required=True, help="JSON list: the pseudo-classes")
     p.add_argument("--kind", choices=METHOD_KINDS, required=True, help="roles of the picks")
     p.add_argument("--scores", type=Path, default=None, help="JSON list: each pick's score")
-    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE", help="run keys (stats)")
     add_defaulted(p, "--url-prefix", export, "before each path in labelstudio.json")
     add_defaulted(p, "--tile", export, "contact sheet thumbnail side (pixels)", type=count(16))
     add_defaulted(p, "--title", export, "headline of the contact sheet")
@@ -498,9 +504,7 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_labels, inputs=["labels", "samples"], outputs={"out": is_pool_labels})
 
     p = sub.add_parser("predict", help="a probe on a selection's labeled picks labels the rest")
-    p.add_argument("--features", type=Path, required=True, help="pool feature store")
-    p.add_argument("--samples", type=Path, required=True, help="the pool store's samples CSV")
-    p.add_argument("--selection", type=Path, required=True, help="JSON list of pool indices")
+    _add_pool_run(p)
     p.add_argument("--labels", type=Path, required=True, help="bilaf labels' table")
     p.add_argument("--labeled", type=Path, default=None, help="labeled before: train on them too")
     p.add_argument("--root", type=Path, required=True, help="the folder the pool's names are in")
@@ -510,7 +514,6 @@ def build_parser(argv: list[str] = ("select",)) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=count(1), default=None)
     p.add_argument("--out", type=Path, required=True, help="predictions CSV")
     p.add_argument("--metrics", type=Path, required=True, help="cross-validation JSON")
-    p.add_argument("--run", nargs="+", default=[], metavar="KEY=VALUE", help="run keys recorded")
     p.set_defaults(
         func=cmd_predict,
         inputs=["features", "samples", "selection", "labels", "labeled"],

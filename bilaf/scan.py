@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bilaf.errors import InputError
+from bilaf.errors import InputError, check_option
 from bilaf.io import atomic_path, starts_with_line
 
 BAD_IMAGE_ACTIONS = ("skip", "fail")
@@ -47,7 +47,7 @@ class FileCheck:
 
     name: str
     path: str
-    size: int
+    bytes: int  # the pool and skipped tables' column names are the fields'
     sha256: str
     reason: str | None
 
@@ -172,8 +172,6 @@ def scan_pool(
     ``min_images``: the largest budget; fewer readable images is an InputError, raised before
     anything is written.
     """
-    from bilaf.errors import check_option
-
     if on_bad_image not in BAD_IMAGE_ACTIONS:
         raise InputError(f"on_bad_image must be one of {BAD_IMAGE_ACTIONS}, got {on_bad_image!r}")
     check_option(workers, "workers", int, low=1)
@@ -235,9 +233,7 @@ def write_scan(images_csv: str | Path, skipped_csv: str | Path, images, skipped)
             with tmp.open("w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(columns)
-                for check in rows:
-                    values = {"bytes": check.size, "sha256": check.sha256, "reason": check.reason}
-                    writer.writerow([values.get(c, getattr(check, c, None)) for c in columns])
+                writer.writerows([getattr(check, c) for c in columns] for check in rows)
 
 
 def is_pool_table(path: Path) -> bool:

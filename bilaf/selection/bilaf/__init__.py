@@ -183,39 +183,33 @@ def bilaf(
     """
     _check_options(mode, k, p_in, p_rm, delta)
     core_ids = _resolve_cores(features, budget, seed, cores, n_cores, device, labeled, core_method)
-    if labeled is not None and len(labeled):
-        if mode == "reference":
-            raise SelectionError(
-                "labeled samples need mode='paper': the official code (reference) has no "
-                "labeled set"
-            )
-        if np.isin(core_ids, labeled).any():
-            raise SelectionError("the cores include labeled samples: they are cores already")
-        kept, scores = bilaf(
-            features,
-            budget + len(labeled),
-            seed,
-            cores=np.concatenate([labeled, core_ids]),
-            k=k,
-            p_in=p_in,
-            p_rm=p_rm,
-            delta=delta,
-            normalize=normalize,
-            return_scores=True,
-            device=device,
+    done = np.zeros(0, dtype=np.int64) if labeled is None else np.asarray(labeled, np.int64)
+    if done.size and mode == "reference":
+        raise SelectionError(
+            "labeled samples need mode='paper': the official code (reference) has no labeled set"
         )
-        new = ~np.isin(kept, labeled)
-        return (kept[new], scores[new]) if return_scores else kept[new]
+    if np.isin(core_ids, done).any():
+        raise SelectionError("the cores include labeled samples: they are cores already")
     if mode == "reference" and core_ids.size < 2:
         raise SelectionError(
             "reference mode needs at least 2 cores (it scores by the nearest other)"
         )
     in_memory = isinstance(features, np.ndarray) and features.dtype == np.float32 and not normalize
     rows = features if in_memory else load_rows(features, normalize)
+    # The labeled samples lead classes of their own, first; they are left out of the output.
     picks, scores = select_boundary(
-        rows, core_ids, budget, mode=mode, k=k, p_in=p_in, p_rm=p_rm, delta=delta, device=device
+        rows,
+        np.concatenate([done, core_ids]),
+        budget + done.size,
+        mode=mode,
+        k=k,
+        p_in=p_in,
+        p_rm=p_rm,
+        delta=delta,
+        device=device,
     )
-    return (picks, scores) if return_scores else picks
+    new = ~np.isin(picks, done)
+    return (picks[new], scores[new]) if return_scores else picks[new]
 
 
 def select_boundary(
