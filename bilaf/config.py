@@ -20,6 +20,7 @@ from typing import Any
 from bilaf.data import DATASETS, UNLABELED, DataError, get_source, image_classes
 from bilaf.errors import BilafError
 from bilaf.selection.base import METHOD_MODULES, get_method
+from bilaf.selection.bilaf import CORE_METHODS
 
 # Pipeline methods: every selection method under its own name, plus variants that fix options
 # (the official code's BiLAF beside the paper's, so the report shows the two side by side).
@@ -36,8 +37,16 @@ BOUNDARY_METHODS = tuple(m for m, (base, _) in PIPELINE_METHODS.items() if base 
 NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
-# BiLAF parameters a sweep may vary (the paper's Fig. 4 analogue); `cores` changes the core count.
-SWEEP_PARAMS = {"delta": float, "p_rm": float, "p_in": float, "k": int, "cores": float}
+# BiLAF parameters a sweep may vary (the paper's Fig. 4 analogue): a number type, or the names a
+# value may take. `cores` changes the core count, `core_method` the core selector (its Table 6).
+SWEEP_PARAMS: dict[str, type | tuple[str, ...]] = {
+    "delta": float,
+    "p_rm": float,
+    "p_in": float,
+    "k": int,
+    "cores": float,
+    "core_method": CORE_METHODS,
+}
 
 
 class ConfigError(BilafError):
@@ -82,10 +91,15 @@ def method_option(method: str, key: str) -> Any:
 
 def sweep_point_name(method: str, values: dict[str, Any]) -> str:
     """``bilaf@delta=1.2,p_rm=0.05``: a sweep point as a pipeline method name."""
-    return method + "@" + ",".join(f"{key}={value:g}" for key, value in values.items())
+    return method + "@" + ",".join(f"{key}={point_label(value)}" for key, value in values.items())
 
 
-def parse_method(name: str) -> tuple[str, dict[str, float | int]]:
+def point_label(value: str | float) -> str:
+    """A sweep value as names and labels write it: a number in ``g`` format, a name as is."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def parse_method(name: str) -> tuple[str, dict[str, float | int | str]]:
     """A pipeline method name -> (base method, swept BiLAF parameters in order); {} outside sweeps.
 
     Raises ConfigError on a malformed sweep name, so a typo never becomes a silent extra method.
@@ -93,7 +107,7 @@ def parse_method(name: str) -> tuple[str, dict[str, float | int]]:
     base, at, point = name.partition("@")
     if not at:
         return name, {}
-    values: dict[str, float | int] = {}
+    values: dict[str, float | int | str] = {}
     for item in point.split(","):
         key, eq, text = item.partition("=")
         if not (base and eq) or key not in SWEEP_PARAMS or key in values:
@@ -101,13 +115,21 @@ def parse_method(name: str) -> tuple[str, dict[str, float | int]]:
                 f"bad sweep method {name!r}: expected base@key=value[,key=value] with keys "
                 f"from {sorted(SWEEP_PARAMS)}"
             )
+        kind = SWEEP_PARAMS[key]
+        if isinstance(kind, tuple):
+            if text not in kind:
+                raise ConfigError(
+                    f"sweep method {name!r}: {key}={text!r} is not one of {', '.join(kind)}"
+                )
+            values[key] = text
+            continue
         try:
             number = float(text)
         except ValueError:
             raise ConfigError(f"sweep method {name!r}: {key}={text!r} is not a number") from None
         if not math.isfinite(number):
             raise ConfigError(f"sweep method {name!r}: {key}={text!r} is not finite")
-        values[key] = int(number) if SWEEP_PARAMS[key] is int or number.is_integer() else number
+        values[key] = int(number) if kind is int or number.is_integer() else number
     return base, values
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bilaf.audit import MANIFEST_SUFFIX
-from bilaf.config import parse_method
+from bilaf.config import parse_method, point_label
 from bilaf.errors import InputError
 from bilaf.io import atomic_path, read_json
 
@@ -281,12 +281,12 @@ def _heatmap(ax: Any, fig: Any, grid: pd.DataFrame, rows: list[str], cols: list[
     values = grid.to_numpy(dtype=float)
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
     col_labels = [
-        ",".join(f"{v:g}" for v in np.atleast_1d(key)) for key in grid.columns.to_flat_index()
+        ",".join(map(point_label, np.atleast_1d(key))) for key in grid.columns.to_flat_index()
     ]
     ax.set_xticks(range(len(col_labels)), col_labels)
     ax.set_xlabel(",".join(cols))
     if rows:
-        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
+        ax.set_yticks(range(len(grid.index)), [point_label(v) for v in grid.index])
         ax.set_ylabel(rows[0])
     else:
         ax.set_yticks([])

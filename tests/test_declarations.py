@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bilaf.config import BOUNDARY_METHODS, PIPELINE_METHODS, SWEEP_PARAMS
+from bilaf.selection.bilaf import CORE_METHODS
 from bilaf.export import export
 from bilaf.features import extract
 from bilaf.finetune import finetune
@@ -37,6 +38,12 @@ def test_schema_methods_are_the_pipeline_methods():
     assert sorted(PROPS["methods"]["items"]["enum"]) == sorted(PIPELINE_METHODS)
     assert sorted(PROPS["sweep"]["properties"]["method"]["enum"]) == sorted(BOUNDARY_METHODS)
     assert set(PROPS["sweep"]["properties"]["params"]["properties"]) == set(SWEEP_PARAMS)
+
+
+def test_schema_core_methods_are_bilafs():
+    swept = PROPS["sweep"]["properties"]["params"]["properties"]["core_method"]["items"]["enum"]
+    assert swept == PROPS["bilaf"]["properties"]["core_method"]["enum"] == list(CORE_METHODS)
+    assert SWEEP_PARAMS["core_method"] == CORE_METHODS
 
 
 def test_pipeline_methods_cover_every_selection_method():

@@ -158,6 +158,7 @@ def test_runs_csv_has_one_row_per_run_with_its_file(tmp_path):
         ("bilaf@delta=1.2", ("bilaf", {"delta": 1.2})),
         ("bilaf_reference@delta=1.2,p_rm=0.05", ("bilaf_reference", {"delta": 1.2, "p_rm": 0.05})),
         ("bilaf@k=10,cores=1e-2", ("bilaf", {"k": 10, "cores": 0.01})),
+        ("bilaf@core_method=kmeans,cores=20", ("bilaf", {"core_method": "kmeans", "cores": 20})),
     ],
 )
 def test_parse_method(name, parsed):
@@ -175,6 +176,7 @@ def test_parse_method(name, parsed):
         "bilaf@k=1,k=2",
         "b@delta=nan",
         "bilaf@dleta=1",
+        "bilaf@core_method=typiclust",
     ],
 )
 def test_parse_method_rejects_bad_sweep_names(name):
@@ -206,6 +208,22 @@ def test_sweep_points_get_their_own_table_and_heatmap(tmp_path):
         assert path in written
     assert_png(plots / "d_sweep.png")
     assert_svg(plots / "d_sweep.svg")
+
+
+def test_a_sweep_over_core_methods_gets_named_rows(tmp_path):
+    """core_method is a named axis: the table keeps the names and the heat-map labels them."""
+    points = {
+        (f"bilaf@core_method={name},cores={k}", 10): [acc, acc + 2]
+        for name, acc in (("activeft", 60.0), ("kmeans", 64.0))
+        for k in (5, 8)
+    }
+    write_report(write_metrics(tmp_path, {**MAIN, **points}), tmp_path / "t", tmp_path / "p")
+    sweep = pd.read_csv(tmp_path / "t" / "d_sweep.csv")
+    assert sorted(set(sweep["core_method"])) == ["activeft", "kmeans"]
+    best = sweep.loc[sweep["mean"].idxmax()]
+    assert (best["core_method"], best["mean"]) == ("kmeans", 65.0)
+    svg = (tmp_path / "p" / "d_sweep.svg").read_text()
+    assert "kmeans" in svg and "core_method" in svg
 
 
 def test_cli_report_prints_the_files_written(tmp_path, capsys):

@@ -87,6 +87,26 @@ def test_core_method_changes_only_the_boundary_cores(tmp_path):
     assert commands(kmeans, "select random") == commands(plain, "select random")
 
 
+def test_core_method_sweep_reads_each_point_its_own_cores(tmp_path):
+    """A sweep over bilaf.core_method: each point's boundary job reads its core method's
+    selection of K, and the grid's own BiLAF keeps ActiveFT's cores."""
+    sweep = (
+        'sweep={"method": "bilaf", "budgets": [100], '
+        '"params": {"core_method": ["kmeans", "fds"]}}'
+    )
+    args = ("-n", "-p", "--config", "methods=[bilaf]", "budgets=[100]", "seeds=[0]", sweep)
+    result = snakemake(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    boundary = commands(result, "select bilaf ")
+    for name, cores in (
+        ("bilaf", "cores/K50_s0"),
+        ("bilaf@core_method=kmeans", "selection/kmeans/B50_s0"),
+        ("bilaf@core_method=fds", "selection/fds/B50_s0"),
+    ):
+        out = f"--out results/fmnist10k/selection/{name}/B100_s0.json"
+        assert [c for c in boundary if out in c and f"--cores results/fmnist10k/{cores}" in c]
+
+
 def test_cores_per_budget_gives_each_budget_its_own_cores(tmp_path):
     result = snakemake(
         tmp_path,
