@@ -35,10 +35,13 @@ METHOD_MODULES = {
     "activeft": "bilaf.selection.activeft",
     "bilaf": "bilaf.selection.bilaf",
     "fds": "bilaf.selection.fds",
+    "herding": "bilaf.selection.herding",
     "kmeans": "bilaf.selection.kmeans",
+    "maxherding": "bilaf.selection.maxherding",
     "probcover": "bilaf.selection.probcover",
     "random": "bilaf.selection.random_sampling",
     "typiclust": "bilaf.selection.typiclust",
+    "usl": "bilaf.selection.usl",
 }
 REGISTRY: dict[str, Method] = {}
 # Per method: given the options, may it return a sample twice? (Only the official code's quirks do.)
