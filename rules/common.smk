@@ -192,10 +192,13 @@ def selection_path(dataset, method, budget, seed):
 def boundary_cores_path(dataset, method, seed, budget):
     """The cores a BiLAF run starts from: K picked by bilaf.core_method (ActiveFT, the paper's;
     or K-Means, FDS, random, as in its Table 6; a sweep point's own): that method's selection at
-    budget K, so each core method's cores are cached apart and shared with its own runs at K."""
+    budget K, so each core method's cores are cached apart and shared with its own runs at K.
+    """
     c = GRID[dataset]
     core_method = parse_method(method)[1].get("core_method", c["bilaf"]["core_method"])
-    return selection_path(dataset, core_method, method_cores(c, method, int(budget)), seed)
+    return selection_path(
+        dataset, core_method, method_cores(c, method, int(budget)), seed
+    )
 
 
 def scores_path(dataset, method, budget, seed):

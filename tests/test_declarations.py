@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from bilaf.config import BOUNDARY_METHODS, PIPELINE_METHODS, SWEEP_PARAMS
-from bilaf.selection.bilaf import CORE_METHODS
 from bilaf.export import export
 from bilaf.features import extract
 from bilaf.finetune import finetune
@@ -17,6 +16,7 @@ from bilaf.finetune_full import Recipe
 from bilaf.report import write_report
 from bilaf.scan import scan_pool
 from bilaf.selection import METHOD_MODULES, get_method
+from bilaf.selection.bilaf import CORE_METHODS
 
 SCHEMA = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
 PROPS = SCHEMA["properties"]

@@ -91,8 +91,7 @@ def test_core_method_sweep_reads_each_point_its_own_cores(tmp_path):
     """A sweep over bilaf.core_method: each point's boundary job reads its core method's
     selection of K, and the grid's own BiLAF keeps ActiveFT's cores."""
     sweep = (
-        'sweep={"method": "bilaf", "budgets": [100], '
-        '"params": {"core_method": ["kmeans", "fds"]}}'
+        'sweep={"method": "bilaf", "budgets": [100], "params": {"core_method": ["kmeans", "fds"]}}'
     )
     args = ("-n", "-p", "--config", "methods=[bilaf]", "budgets=[100]", "seeds=[0]", sweep)
     result = snakemake(tmp_path, *args)

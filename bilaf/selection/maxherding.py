@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bilaf.selection.base import check_option, register
+from bilaf.selection.base import register
 from bilaf.selection.kernels import kernel_pool, load_pool, tie_ranks
 
 RECOMPUTE = 32  # stale gains recomputed per round of the lazy greedy

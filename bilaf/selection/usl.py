@@ -45,7 +45,7 @@ def knn_density(x: torch.Tensor, k: int, reference: np.ndarray | None = None) ->
     out = torch.empty(n, dtype=torch.float64, device=x.device)
     for start, stop in row_chunks(n, ref.shape[0]):
         d2 = sq_distances(x[start:stop], ref, x_sq[start:stop], ref_sq)
-        own = (ref_ids.to(x.device)[None, :] == torch.arange(start, stop, device=x.device)[:, None])
+        own = ref_ids.to(x.device)[None, :] == torch.arange(start, stop, device=x.device)[:, None]
         d2[own] = float("inf")
         nearest = d2.topk(k, dim=1, largest=False).values.double()
         out[start:stop] = 1.0 / (nearest.mean(dim=1) / 2.0).clamp_(min=TINY)  # cos = ||.||²/2
@@ -112,10 +112,10 @@ def usl(
     _, labels_t = fit_kmeans(x, budget, rng, iters, tol)
     labels = labels_t.cpu().numpy()
     picks = best_per_cluster(density, labels, budget)
-    utility = density
-    for r in range(rounds):
+    utility, smoothed = density, None
+    for _ in range(rounds):
         reg = regulariser(x, labels_t, picks, reg_power)
-        smoothed = reg if r == 0 else momentum * smoothed + (1.0 - momentum) * reg
+        smoothed = reg if smoothed is None else momentum * smoothed + (1.0 - momentum) * reg
         utility = density - reg_weight * smoothed
         picks = best_per_cluster(utility, labels, budget)
     picks = picks[picks >= 0]

@@ -47,9 +47,7 @@ def plain_maxherding(x: np.ndarray, budget: int, sigma: float, points=None) -> l
 def test_matches_the_plain_greedy(normalize, sigma):
     feats = blobs(n=300, d=8, centres=6, seed=1)
     x = unit(feats.astype(np.float64)) if normalize else feats.astype(np.float64)
-    picked = select(
-        "maxherding", feats, 40, 0, bandwidth=sigma, normalize=normalize, device="cpu"
-    )
+    picked = select("maxherding", feats, 40, 0, bandwidth=sigma, normalize=normalize, device="cpu")
     assert picked.tolist() == plain_maxherding(x, 40, sigma)
 
 

@@ -39,8 +39,7 @@ def plain_usl(feats, budget, seed, k, weight, power, rounds, momentum, points=No
 
     def per_cluster(utility):
         return [
-            int(np.flatnonzero(labels == c)[np.argmax(utility[labels == c])])
-            for c in range(budget)
+            int(np.flatnonzero(labels == c)[np.argmax(utility[labels == c])]) for c in range(budget)
         ]
 
     picks, smoothed = per_cluster(density), None
