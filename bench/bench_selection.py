@@ -13,7 +13,8 @@ A case is METHOD:ARG[:ARG]: ``boundary:K:B`` times BiLAF (paper and reference mo
 seeded random cores to budget B (the cores' own selection is not timed; ``boundary:K:B:MODE``
 runs one mode, so its peak RSS is its own); ``activeft:K`` times 300 full-batch iterations
 (``activeft:K:BATCH:ITERS`` for the ImageNet recipe); any other method ``NAME:B`` times
-``select(NAME, features, B)``. ``--repeat R`` runs every case R times, each in a fresh process,
+``select(NAME, features, B)``, and ``NAME:B:KEY=VALUE...`` passes options (JSON values), e.g.
+``maxherding:12811:points=20000``. ``--repeat R`` runs every case R times, each in a fresh process,
 and reports the best time with the spread (worst − best).
 
 ActiveFT cases also split the timed call into its parts (summed over the run: batch reads, Adam
@@ -169,9 +170,11 @@ def run_case(case: str, source, n: int, seed: int) -> dict:
         rows = _activeft_case(features, n, seed, args)
     else:
         budget = int(args[0])
+        options = {k: json.loads(v) for k, _, v in (a.partition("=") for a in args[1:])}
         start = time.perf_counter()
-        select(method, features, budget, seed)
-        rows.append((f"{method} -> {budget}", time.perf_counter() - start))
+        select(method, features, budget, seed, **options)
+        shown = "".join(f", {key}={value}" for key, value in options.items())
+        rows.append((f"{method} -> {budget}{shown}", time.perf_counter() - start))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return {"rows": rows, "peak_rss_gb": peak_gb}
 
